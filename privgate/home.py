@@ -1,0 +1,56 @@
+"""Where privgate keeps its state, and how configured paths resolve.
+
+Everything a run writes lives under `PRIVGATE_HOME` (default `./.privgate`): the MLflow
+SQLite database and artifacts, Prefect's home, keys, generated demo data. The standard
+variables `MLFLOW_TRACKING_URI`, `PREFECT_API_URL` and `PREFECT_HOME` still win.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+_HOME_TOKENS = ("${PRIVGATE_HOME}", "$PRIVGATE_HOME")
+
+
+def privgate_home() -> Path:
+    """Return the state folder, created if missing."""
+    home = Path(os.environ.get("PRIVGATE_HOME", ".privgate")).expanduser().resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    return home
+
+
+def resolve_path(value: str | Path) -> Path:
+    """Resolve a configured path.
+
+    `${PRIVGATE_HOME}` expands to the state folder. A relative path is taken from the
+    working directory when it exists there, else from the project root, so the bundled
+    `configs/` and `expectations/` are found from anywhere.
+    """
+    text = str(value)
+    for token in _HOME_TOKENS:
+        if text.startswith(token):
+            return privgate_home() / text[len(token) :].lstrip("/")
+    path = Path(text).expanduser()
+    if path.is_absolute() or path.exists():
+        return path.resolve()
+    return (PROJECT_ROOT / path).resolve()
+
+
+def configure_state_environment() -> Path:
+    """Point MLflow and Prefect at `PRIVGATE_HOME` unless their own variables are set.
+
+    Must run before `prefect` is imported: Prefect reads its settings at import time.
+    """
+    home = privgate_home()
+    os.environ.setdefault("PREFECT_HOME", str(home / "prefect"))
+    os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlflow.db'}")
+    # Prefect's local ephemeral API: no server to start, state in PREFECT_HOME.
+    os.environ.setdefault("PREFECT_SERVER_ALLOW_EPHEMERAL_MODE", "true")
+    # Nothing leaves this machine: no usage analytics from Prefect, GX or MLflow.
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    return home
