@@ -13,6 +13,12 @@ reach logs, Prefect state messages and terminals.
 
 from __future__ import annotations
 
+import os
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
 
 class PrivgateError(Exception):
     """Raised when privgate stops on purpose with a message fit for a user."""
@@ -36,3 +42,27 @@ class StageError(PrivgateError):
 
 class RegistryError(PrivgateError):
     """Raised when the model registry has no such model, version or alias."""
+
+
+@contextmanager
+def withheld(stage: str) -> Iterator[None]:
+    """Re-raise unexpected exceptions of `stage` without their message.
+
+    Third-party messages quote data (pandas: "could not convert string to float:
+    '<a cell>'"), and a stage's exception ends up in logs and in the Prefect database.
+    privgate's own errors pass unchanged: their messages never hold values.
+    `PRIVGATE_DEBUG=1` lets the original through, for a developer's own terminal.
+    """
+    try:
+        yield
+    except PrivgateError:
+        raise
+    except Exception as exc:
+        if os.environ.get("PRIVGATE_DEBUG") == "1":
+            raise
+        frames = traceback.extract_tb(exc.__traceback__)
+        where = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
+        raise StageError(
+            f"stage {stage!r} failed with {type(exc).__name__}{where}; its message is "
+            "withheld because it may quote data values (PRIVGATE_DEBUG=1 shows it)"
+        ) from None

@@ -1,0 +1,42 @@
+# privgate: `make run` runs the pipeline on the bundled demo data; `make test` runs the tests.
+# Both create or refresh the virtualenv first.
+
+.DEFAULT_GOAL := help
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.privgate-installed
+
+.PHONY: help install run test test-fast lint bench clean-state
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	# torch first, pinned: the local CPU wheel. An unpinned torch pulls GBs of CUDA.
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP) ## create or refresh the virtualenv (.venv)
+
+run: $(STAMP) ## write the demo data, then run the privacy-gated pipeline on it
+	$(BIN)/privgate demo-data
+	$(BIN)/privgate run
+
+test: $(STAMP) ## run the whole test suite (unit, config, flow and end-to-end)
+	$(BIN)/python -m pytest
+
+test-fast: $(STAMP) ## run the tests but the end-to-end ones
+	$(BIN)/python -m pytest -m "not e2e"
+
+lint: $(STAMP) ## ruff lint and format check
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+bench: $(STAMP) ## orchestration-overhead benchmark
+	$(BIN)/python benchmarks/orchestration.py
+
+clean-state: ## delete run state under ./.privgate (models, runs, keys, demo data)
+	rm -rf .privgate

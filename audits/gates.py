@@ -1,0 +1,235 @@
+"""Privacy and utility gates: small functions behind one registry.
+
+A gate reads the evidence a run gathered and the policy's threshold and returns a
+`GateResult`; the flow decides what a failure means (no promotion). A gate fails
+closed: missing evidence, a non-finite value or an exception inside the gate is a
+failure, never a pass. Adding a gate is one function with `@register_gate`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+from privgate.config import PrivacyPolicy
+
+Comparison = Literal["<=", ">=", "<"]
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """Aggregates measured by the pipeline; None means not measured (the gate fails)."""
+
+    residual_pii_findings: int | None = None
+    k_achieved: int | None = None
+    epsilon: float | None = None
+    delta: float | None = None
+    n_train: int | None = None
+    accuracy: float | None = None
+    mia_auc: float | None = None
+    mia_tpr_at_1pct_fpr: float | None = None
+
+
+@dataclass(frozen=True)
+class GateResult:
+    """One gate's verdict: metric, threshold, passed, and a reason without raw values."""
+
+    name: str
+    passed: bool
+    value: float | None
+    threshold: float
+    comparison: Comparison
+    details: str = ""
+
+    def describe(self) -> str:
+        """Return e.g. `privacy_budget: epsilon=inf, must be <= 3.0`."""
+        value = "not measured" if self.value is None else f"{self.value:.6g}"
+        verdict = "passed" if self.passed else "FAILED"
+        text = f"{self.name} {verdict}: {value}, must be {self.comparison} {self.threshold:.6g}"
+        return f"{text} ({self.details})" if self.details else text
+
+
+GateFn = Callable[[Evidence, PrivacyPolicy], GateResult]
+_GATES: dict[str, GateFn] = {}
+
+
+def register_gate(name: str) -> Callable[[GateFn], GateFn]:
+    """Register a gate function under `name` (its MLflow tag is `privgate.gate.<name>`)."""
+
+    def decorate(fn: GateFn) -> GateFn:
+        if name in _GATES:
+            raise ValueError(f"gate {name!r} is registered twice")
+        _GATES[name] = fn
+        return fn
+
+    return decorate
+
+
+def gate_names() -> list[str]:
+    """Return the registered gate names in registration order."""
+    return list(_GATES)
+
+
+def _compare(value: float | None, comparison: Comparison, threshold: float) -> bool:
+    if value is None or not math.isfinite(value):
+        return False
+    if comparison == "<=":
+        return value <= threshold
+    if comparison == ">=":
+        return value >= threshold
+    return value < threshold
+
+
+def _verdict(
+    name: str, value: float | None, comparison: Comparison, threshold: float, details: str = ""
+) -> GateResult:
+    passed = _compare(value, comparison, threshold)
+    if value is None:
+        details = details or "no evidence: the stage that measures it did not run"
+    elif not math.isfinite(value):
+        details = details or "not a finite number"
+    return GateResult(name, passed, value, threshold, comparison, details)
+
+
+def run_gate(name: str, evidence: Evidence, policy: PrivacyPolicy) -> GateResult:
+    """Run one gate; an exception inside it is a failure, never a pass."""
+    try:
+        return _GATES[name](evidence, policy)
+    except Exception as exc:  # fail closed, whatever went wrong
+        return GateResult(
+            name, False, None, math.nan, "<=", f"gate raised {type(exc).__name__}"
+        )
+
+
+def run_gates(
+    evidence: Evidence, policy: PrivacyPolicy, names: Iterable[str] | None = None
+) -> GateReport:
+    """Run the named gates (all by default) and collect a report."""
+    return GateReport(tuple(run_gate(n, evidence, policy) for n in (names or gate_names())))
+
+
+@dataclass(frozen=True)
+class GateReport:
+    """The verdicts of every gate of a run."""
+
+    results: tuple[GateResult, ...]
+
+    @property
+    def passed(self) -> bool:
+        """True only when there is at least one gate and every gate passed."""
+        return bool(self.results) and all(r.passed for r in self.results)
+
+    @property
+    def failed(self) -> tuple[GateResult, ...]:
+        """The gates that failed."""
+        return tuple(r for r in self.results if not r.passed)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the JSON report."""
+        return {
+            "passed": self.passed,
+            "gates": [
+                {**asdict(r), "value": _json_number(r.value), "threshold": _json_number(r.threshold)}
+                for r in self.results
+            ],
+        }
+
+    def to_markdown(self) -> str:
+        """Return the report as a Markdown table."""
+        lines = [
+            f"## Privacy gates: {'all passed' if self.passed else 'BLOCKED'}",
+            "",
+            "| gate | result | value | rule | details |",
+            "|---|---|---|---|---|",
+        ]
+        for r in self.results:
+            value = "—" if r.value is None else f"{r.value:.6g}"
+            mark = "✅ passed" if r.passed else "❌ failed"
+            lines.append(
+                f"| `{r.name}` | {mark} | {value} | {r.comparison} {r.threshold:.6g} | {r.details} |"
+            )
+        return "\n".join(lines) + "\n"
+
+    def failure_message(self) -> str:
+        """Return one line naming each failed gate with its value and threshold."""
+        return "; ".join(r.describe() for r in self.failed)
+
+
+def _json_number(value: float | None) -> float | None:
+    # JSON has no inf/nan: a non-finite value is null, and `details` says why.
+    return value if value is not None and math.isfinite(value) else None
+
+
+# --------------------------------------------------------------------------- the gates
+
+
+@register_gate("residual_pii")
+def residual_pii_gate(evidence: Evidence, policy: PrivacyPolicy) -> GateResult:
+    """Re-scanning the anonymized table must find <= max_residual_pii_findings."""
+    value = evidence.residual_pii_findings
+    return _verdict(
+        "residual_pii",
+        None if value is None else float(value),
+        "<=",
+        float(policy.max_residual_pii_findings),
+        "direct-identifier cells found by re-scanning the anonymized table",
+    )
+
+
+@register_gate("k_anonymity")
+def k_anonymity_gate(evidence: Evidence, policy: PrivacyPolicy) -> GateResult:
+    """The smallest quasi-identifier equivalence class must hold >= min_k rows."""
+    value = evidence.k_achieved
+    return _verdict(
+        "k_anonymity", None if value is None else float(value), ">=", float(policy.min_k)
+    )
+
+
+@register_gate("privacy_budget")
+def privacy_budget_gate(evidence: Evidence, policy: PrivacyPolicy) -> GateResult:
+    """Epsilon spent must be a positive finite number <= max_epsilon."""
+    epsilon = evidence.epsilon
+    if epsilon is not None and math.isfinite(epsilon) and epsilon <= 0:
+        return GateResult(
+            "privacy_budget", False, epsilon, policy.max_epsilon, "<=", "epsilon must be > 0"
+        )
+    details = "" if epsilon is None or math.isfinite(epsilon) else "trained without DP"
+    return _verdict("privacy_budget", epsilon, "<=", policy.max_epsilon, details)
+
+
+@register_gate("privacy_delta")
+def privacy_delta_gate(evidence: Evidence, policy: PrivacyPolicy) -> GateResult:
+    """Delta must be <= max_delta, and < 1/n for the n training rows."""
+    delta, n = evidence.delta, evidence.n_train
+    if delta is not None and (n is None or n <= 0 or delta >= 1.0 / n):
+        where = "training size unknown" if not n else f"1/n = {1.0 / n:.3g} for n={n}"
+        return GateResult(
+            "privacy_delta", False, delta, policy.max_delta, "<=", f"delta must be < 1/n; {where}"
+        )
+    return _verdict("privacy_delta", delta, "<=", policy.max_delta)
+
+
+@register_gate("utility")
+def utility_gate(evidence: Evidence, policy: PrivacyPolicy) -> GateResult:
+    """Accuracy on the held-out test table must be >= min_accuracy."""
+    return _verdict("utility", evidence.accuracy, ">=", policy.min_accuracy, "test accuracy")
+
+
+@register_gate("membership_inference_auc")
+def membership_inference_auc_gate(evidence: Evidence, policy: PrivacyPolicy) -> GateResult:
+    """The membership-inference attack's ROC AUC must be <= max_mia_auc."""
+    return _verdict("membership_inference_auc", evidence.mia_auc, "<=", policy.max_mia_auc)
+
+
+@register_gate("membership_inference_tpr")
+def membership_inference_tpr_gate(evidence: Evidence, policy: PrivacyPolicy) -> GateResult:
+    """The attack's TPR at 1% FPR must be <= max_mia_tpr_at_1pct_fpr."""
+    return _verdict(
+        "membership_inference_tpr",
+        evidence.mia_tpr_at_1pct_fpr,
+        "<=",
+        policy.max_mia_tpr_at_1pct_fpr,
+        "TPR at 1% FPR",
+    )

@@ -1,0 +1,80 @@
+"""Membership-inference attacks on a trained model, judged by TPR at low FPR.
+
+An attack gives every record a score (higher = "this record was trained on"); the
+audit compares the scores of members (training rows) with those of non-members
+(held-out rows from the same table). Per-record scores never leave this module.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import roc_auc_score, roc_curve
+
+
+@dataclass(frozen=True)
+class MembershipInferenceResult:
+    """Aggregate attack metrics (no per-record scores)."""
+
+    attack: str
+    mia_auc: float
+    mia_tpr_at_1pct_fpr: float
+    mia_tpr_at_0_1pct_fpr: float
+    attacker_advantage: float
+    members: int
+    non_members: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready dict."""
+        return asdict(self)
+
+
+def tpr_at_fpr(labels: np.ndarray, scores: np.ndarray, fpr_limit: float) -> float:
+    """Return the best true-positive rate with false-positive rate <= `fpr_limit`."""
+    fpr, tpr, _ = roc_curve(labels, scores)
+    allowed = fpr <= fpr_limit
+    return float(tpr[allowed].max()) if allowed.any() else 0.0
+
+
+def evaluate_scores(
+    member_scores: np.ndarray, non_member_scores: np.ndarray, *, attack: str
+) -> MembershipInferenceResult:
+    """Summarize an attack's scores as AUC, TPR at 1% and 0.1% FPR and advantage."""
+    if len(member_scores) == 0 or len(non_member_scores) == 0:
+        raise ValueError("a membership-inference audit needs members and non-members")
+    labels = np.concatenate([np.ones(len(member_scores)), np.zeros(len(non_member_scores))])
+    scores = np.concatenate([member_scores, non_member_scores]).astype(np.float64)
+    if not np.all(np.isfinite(scores)):
+        raise ValueError("attack scores must be finite")
+    fpr, tpr, _ = roc_curve(labels, scores)
+    return MembershipInferenceResult(
+        attack=attack,
+        mia_auc=float(roc_auc_score(labels, scores)),
+        mia_tpr_at_1pct_fpr=tpr_at_fpr(labels, scores, 0.01),
+        mia_tpr_at_0_1pct_fpr=tpr_at_fpr(labels, scores, 0.001),
+        attacker_advantage=float(np.max(tpr - fpr)),
+        members=len(member_scores),
+        non_members=len(non_member_scores),
+    )
+
+
+def loss_threshold_attack(
+    member_losses: np.ndarray, non_member_losses: np.ndarray
+) -> MembershipInferenceResult:
+    """Run the loss-threshold attack (Yeom et al. 2018): low loss suggests a member."""
+    return evaluate_scores(-member_losses, -non_member_losses, attack="loss_threshold")
+
+
+def balanced_sample(n_members: int, n_non_members: int, *, limit: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Return equally many member and non-member indices, at most `limit` each."""
+    size = min(n_members, n_non_members, limit)
+    if size == 0 or math.isnan(size):
+        raise ValueError("a membership-inference audit needs members and non-members")
+    rng = np.random.default_rng(seed)
+    return (
+        np.sort(rng.choice(n_members, size=size, replace=False)),
+        np.sort(rng.choice(n_non_members, size=size, replace=False)),
+    )

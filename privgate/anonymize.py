@@ -1,0 +1,216 @@
+"""Turn a raw table into one fit to train on, by policy.
+
+Every column gets exactly one treatment, decided in this order: the config's declared
+action; generalization when it is a declared quasi-identifier; `keep` for the target;
+otherwise what the PII scan found (free text is redacted, an identifier column gets the
+action configured for its entity, a clean column is kept).
+
+Treatments: drop; mask (every letter and digit becomes `*`, separators stay);
+pseudonymize (keyed HMAC-SHA256, so a token cannot be reversed by enumerating SSNs or
+phone numbers without the key, yet the same person maps to the same token across runs);
+redact (Presidio spans in free text become `<ENTITY_TYPE>`); generalize (full-domain
+generalization to k-anonymity, suppressing what cannot be generalized); keep.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+import unicodedata
+from collections.abc import Collection, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import pandas as pd
+
+from privgate.config import AnonymizationConfig, Hierarchy, PiiConfig
+from privgate.errors import ConfigError
+from privgate.home import privgate_home
+from privgate.kanon import KAnonymityResult, apply_generalization, find_k_anonymous_generalization
+from privgate.pii import PiiEngine, ScanReport, redact_texts
+
+Action = Literal["drop", "mask", "pseudonymize", "redact", "generalize", "keep"]
+# What pseudonymize and mask write: a cell matching one of these holds no identifier.
+_TOKEN_OR_MASK = r"tok_[0-9a-f]{20}|[^\w]*"
+# Entities whose formatting varies (spaces, dashes) but whose digits name the person.
+_DIGIT_ENTITIES = frozenset({"US_SSN", "PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE"})
+
+
+@dataclass(frozen=True)
+class ColumnTreatment:
+    """The treatment of one column and why it was chosen."""
+
+    column: str
+    action: Action
+    source: Literal["declared", "quasi_identifier", "target", "scan"]
+    kind: str
+    entity: str | None = None
+
+
+@dataclass(frozen=True)
+class AnonymizationReport:
+    """What anonymization did, in aggregates."""
+
+    treatments: tuple[ColumnTreatment, ...]
+    kanon: KAnonymityResult
+    rows_in: int
+    rows_out: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready summary (no values)."""
+        return {
+            "rows_in": self.rows_in,
+            "rows_out": self.rows_out,
+            "treatments": [asdict(t) for t in self.treatments],
+            "k_anonymity": asdict(self.kanon),
+        }
+
+
+def plan_treatments(
+    columns: Collection[str],
+    *,
+    scan: ScanReport,
+    anonymization: AnonymizationConfig,
+    pii: PiiConfig,
+    target: str,
+) -> tuple[ColumnTreatment, ...]:
+    """Decide one treatment per column (declared first, then the scan)."""
+    plan = []
+    for name in columns:
+        finding = scan.column(name)
+        if name in anonymization.columns:
+            treatment = ColumnTreatment(
+                name, anonymization.columns[name], "declared", finding.kind, finding.dominant_entity
+            )
+        elif name in anonymization.quasi_identifiers:
+            treatment = ColumnTreatment(name, "generalize", "quasi_identifier", finding.kind)
+        elif name == target:
+            treatment = ColumnTreatment(name, "keep", "target", finding.kind)
+        elif finding.kind == "free_text":
+            treatment = ColumnTreatment(name, "redact", "scan", finding.kind)
+        elif finding.kind in ("direct_identifier", "quasi_identifier"):
+            # An identifier nobody declared: the entity's action, and drop when the
+            # policy names none (failing safe loses a column, never a person).
+            entity = finding.dominant_entity
+            action = pii.actions.get(entity, "drop") if entity else "drop"
+            treatment = ColumnTreatment(name, action, "scan", finding.kind, entity)
+        else:
+            treatment = ColumnTreatment(name, "keep", "scan", finding.kind)
+        plan.append(treatment)
+    return tuple(plan)
+
+
+def load_pseudonym_key(env_var: str) -> bytes:
+    """Return the HMAC key: from `env_var`, else from a 0600 key file under PRIVGATE_HOME.
+
+    The file is created on first use with 32 random bytes; keep it (or set the variable)
+    to map the same person to the same token across runs.
+    """
+    value = os.environ.get(env_var)
+    if value:
+        if len(value) < 16:
+            raise ConfigError(
+                f"the pseudonymization key in ${env_var} has {len(value)} characters; "
+                "use at least 16 (e.g. `python -c 'import secrets; print(secrets.token_hex(32))'`)"
+            )
+        return value.encode()
+    path = privgate_home() / "keys" / "pseudonym.key"
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        # O_EXCL: two first runs racing must not each write a different key.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return _read_key_file(path)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(secrets.token_bytes(32))
+    return _read_key_file(path)
+
+
+def _read_key_file(path: Path) -> bytes:
+    key = path.read_bytes()
+    if len(key) < 16:
+        raise ConfigError(f"pseudonymization key file {path} is shorter than 16 bytes")
+    return key
+
+
+def _normalize(value: str, entity: str | None) -> str:
+    text = unicodedata.normalize("NFKC", value).strip().casefold()
+    if entity in _DIGIT_ENTITIES:
+        digits = "".join(ch for ch in text if ch.isalnum())
+        return digits or text
+    return text
+
+
+def pseudonymize(column: pd.Series, *, key: bytes, entity: str | None) -> pd.Series:
+    """Replace each value with `tok_` + 80 bits of HMAC-SHA256(key, normalized value)."""
+    present = column.notna()
+    cells = column[present].astype(str)
+    tokens = {
+        value: "tok_"
+        + hmac.new(key, _normalize(value, entity).encode(), hashlib.sha256).hexdigest()[:20]
+        for value in cells.unique()
+    }
+    out = column.astype(object).copy()
+    out[present] = cells.map(tokens)
+    return out
+
+
+def mask(column: pd.Series) -> pd.Series:
+    """Replace every letter and digit with `*`, keeping separators (format only)."""
+    out = column.astype(object).copy()
+    present = out.notna()
+    out[present] = column[present].astype(str).str.replace(r"\w", "*", regex=True)
+    return out
+
+
+def is_token_or_mask(column: pd.Series) -> bool:
+    """Return True when every cell is a pseudonym token or a mask (checked cell by cell)."""
+    cells = column.dropna().astype(str)
+    return bool(cells.str.fullmatch(_TOKEN_OR_MASK).all())
+
+
+def anonymize_table(
+    frame: pd.DataFrame,
+    *,
+    plan: tuple[ColumnTreatment, ...],
+    anonymization: AnonymizationConfig,
+    engine: PiiEngine,
+    redact_entities: Collection[str],
+    key: bytes,
+) -> tuple[pd.DataFrame, AnonymizationReport]:
+    """Apply `plan` to `frame`, then generalize quasi-identifiers to k-anonymity."""
+    out = frame.copy()
+    for treatment in plan:
+        name = treatment.column
+        if treatment.action == "drop":
+            out = out.drop(columns=[name])
+        elif treatment.action == "mask":
+            out[name] = mask(out[name])
+        elif treatment.action == "pseudonymize":
+            out[name] = pseudonymize(out[name], key=key, entity=treatment.entity)
+        elif treatment.action == "redact":
+            out[name] = redact_texts(out[name], engine=engine, entities=redact_entities)
+    quasi = _present_quasi_identifiers(anonymization.quasi_identifiers, frame.columns)
+    result = find_k_anonymous_generalization(
+        out, quasi_identifiers=quasi, k=anonymization.k, max_suppression=anonymization.max_suppression
+    )
+    out, _ = apply_generalization(out, quasi_identifiers=quasi, levels=result.levels, k=anonymization.k)
+    report = AnonymizationReport(
+        treatments=plan, kanon=result, rows_in=len(frame), rows_out=len(out)
+    )
+    return out.reset_index(drop=True), report
+
+
+def _present_quasi_identifiers(
+    declared: Mapping[str, Hierarchy], columns: Collection[str]
+) -> dict[str, Hierarchy]:
+    missing = [name for name in declared if name not in columns]
+    if missing:
+        raise ConfigError(
+            f"quasi-identifier columns {missing} (anonymization.quasi_identifiers) are not "
+            "in the input table"
+        )
+    return dict(declared)

@@ -1,0 +1,166 @@
+"""`privgate`: run the privacy-gated pipeline and read the registry.
+
+Exit codes: 0 = promoted (or the command succeeded), 2 = blocked by a gate, 1 = error
+(usage errors included: 2 is reserved for gates, so a script can tell them apart).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from privgate.errors import PrivgateError
+from privgate.home import configure_state_environment, privgate_home
+
+EXIT_OK, EXIT_ERROR, EXIT_BLOCKED = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_ERROR, f"{self.prog}: error: {message}\n")
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="privgate", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = commands.add_parser("run", help="run the privacy-gated training flow")
+    run.add_argument("--config", type=Path, help="pipeline config YAML (default: configs/demo.yaml)")
+    run.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="dotted.key=value",
+        help="override a config value, e.g. --set training.dp.enabled=false (repeatable)",
+    )
+    run.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+
+    demo = commands.add_parser("demo-data", help="write the enriched Adult demo tables")
+    demo.add_argument("--out", type=Path, help="folder (default: $PRIVGATE_HOME/demo)")
+    demo.add_argument("--rows", type=int, help="keep only this many training rows")
+    demo.add_argument("--seed", type=int, default=7, help="seed of the synthetic identifiers")
+
+    models = commands.add_parser("models", help="read the model registry")
+    model_commands = models.add_subparsers(dest="models_command", required=True, parser_class=_Parser)
+    listing = model_commands.add_parser("list", help="registered models, versions, aliases")
+    listing.add_argument("--json", action="store_true")
+    show = model_commands.add_parser("show", help="one version: status, gates, DP, metrics")
+    show.add_argument("name")
+    show.add_argument("--version", help="version number (default: the champion, else latest)")
+    show.add_argument("--json", action="store_true")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; return the exit code."""
+    args = _build_parser().parse_args(argv)
+    configure_state_environment()
+    try:
+        if args.command == "run":
+            return _run(args)
+        if args.command == "demo-data":
+            return _demo_data(args)
+        if args.models_command == "list":
+            return _models_list(args)
+        return _models_show(args)
+    except PrivgateError as exc:
+        _fail(str(exc), as_json=getattr(args, "json", False))
+        return EXIT_ERROR
+
+
+def _fail(message: str, *, as_json: bool) -> None:
+    print(f"privgate: error: {message}", file=sys.stderr)
+    if as_json:
+        print(json.dumps({"error": message, "promoted": False}))
+
+
+def _run(args: argparse.Namespace) -> int:
+    from privgate.config import load_config, load_policy
+
+    config = load_config(args.config, args.overrides)
+    load_policy(config)  # a bad policy file is a usage error: say so before Prefect starts
+    # Prefect and MLflow print to stdout here and there; --json promises one object there.
+    with contextlib.redirect_stdout(sys.stderr):
+        from flows.privacy_gated_training import privacy_gated_training
+
+        state = privacy_gated_training(config=config, return_state=True)
+        data = state.result(raise_on_failure=False)
+    if not isinstance(data, dict):
+        _fail(state.message or "the flow run crashed", as_json=args.json)
+        return EXIT_ERROR
+    if args.json:
+        print(json.dumps(data, sort_keys=True))
+    else:
+        _print_run(data, state.message or "")
+    return EXIT_OK if data["promoted"] else EXIT_BLOCKED
+
+
+def _print_run(summary: dict[str, Any], message: str) -> None:
+    verdict = "PROMOTED" if summary["promoted"] else "BLOCKED"
+    version = summary["version"] or "(not registered)"
+    print(f"{verdict}: {summary['model_name']} version {version} in {summary['duration_s']:.1f} s")
+    for gate in summary["gates"]:
+        mark = "pass" if gate["passed"] else "FAIL"
+        value = "n/a" if gate["value"] is None else f"{gate['value']:.6g}"
+        threshold = "n/a" if gate["threshold"] is None else f"{gate['threshold']:.6g}"
+        extra = f"  ({gate['details']})" if gate["details"] else ""
+        print(f"  [{mark}] {gate['name']:<26} {value:>12} {gate['comparison']} {threshold}{extra}")
+    if not summary["promoted"]:
+        print(message)
+
+
+def _demo_data(args: argparse.Namespace) -> int:
+    from privgate.demo_data import write_demo_data
+
+    out = args.out or privgate_home() / "demo"
+    train, test = write_demo_data(out, seed=args.seed, rows=args.rows)
+    print(f"wrote {train}\nwrote {test}")
+    return EXIT_OK
+
+
+def _models_list(args: argparse.Namespace) -> int:
+    from privgate.registry import list_models
+
+    models = list_models()
+    if args.json:
+        print(json.dumps(models, sort_keys=True))
+        return EXIT_OK
+    if not models:
+        print("no registered models")
+    for model in models:
+        print(model["name"])
+        for version in model["versions"]:
+            aliases = ", ".join(version["aliases"])
+            print(f"  v{version['version']:<5} {version['status']:<10} {aliases}")
+    return EXIT_OK
+
+
+def _models_show(args: argparse.Namespace) -> int:
+    from privgate.registry import show_model
+
+    summary = show_model(args.name, args.version)
+    if args.json:
+        print(json.dumps(summary, sort_keys=True))
+        return EXIT_OK
+    print(f"{summary['name']} version {summary['version']} ({summary['resolved_by']})")
+    print(f"  status:  {summary['status']}")
+    print(f"  aliases: {', '.join(summary['aliases']) or '-'}")
+    print("  gates:")
+    for gate, verdict in summary["gates"].items():
+        print(f"    {gate:<26} {verdict}")
+    for section in ("dp", "metrics", "lineage"):
+        print(f"  {section}:")
+        for key, value in summary.get(section, {}).items():
+            print(f"    {key:<34} {value}")
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

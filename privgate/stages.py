@@ -1,0 +1,379 @@
+"""The pipeline's stages as plain functions: one call per box of the pipeline diagram.
+
+`tasks/` wraps each in a Prefect task; `benchmarks/orchestration.py` chains them without
+Prefect to measure what orchestration costs. Stage outputs carry data in memory only;
+what leaves a stage for reports is aggregates.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from audits.gates import Evidence, GateReport, run_gates
+from audits.membership_inference import (
+    MembershipInferenceResult,
+    balanced_sample,
+    loss_threshold_attack,
+)
+from privgate import anonymize as anon
+from privgate.config import PipelineConfig, PrivacyPolicy
+from privgate.errors import ConfigError, DataError, ValidationFailedError
+from privgate.features import build_feature_spec, encode, encode_labels, input_width
+from privgate.home import resolve_path
+from privgate.ingest import read_table, sha256_file
+from privgate.kanon import measure_k
+from privgate.registry import Registration, log_and_register
+from privgate.pii import PiiEngine, ScanReport, count_findings, get_engine, scan_table
+from privgate.training import TrainedModel, accuracy, per_example_loss, train_model
+from privgate.validation import ValidationReport, public_domains, validate_table
+
+log = logging.getLogger(__name__)
+
+DATA_GATES = ("residual_pii", "k_anonymity")
+
+
+@dataclass(frozen=True)
+class Tables:
+    """The raw training and evaluation tables, with their content hashes."""
+
+    train: pd.DataFrame
+    test: pd.DataFrame
+    train_sha256: str
+    test_sha256: str
+
+
+@dataclass(frozen=True)
+class Anonymized:
+    """The anonymized training table and what was done to it."""
+
+    frame: pd.DataFrame
+    report: anon.AnonymizationReport
+
+
+@dataclass(frozen=True)
+class Verification:
+    """Independent re-measurement of the anonymized table."""
+
+    residual_findings: dict[str, int]
+    k_measured: int
+
+    @property
+    def residual_total(self) -> int:
+        """Direct-identifier cells found in the whole table."""
+        return sum(self.residual_findings.values())
+
+
+@dataclass
+class Trained:
+    """A trained model, its encoding and the data the audit needs (memory only)."""
+
+    model: TrainedModel
+    feature_spec: dict[str, Any]
+    test_accuracy: float
+    members: tuple[np.ndarray, np.ndarray]
+    non_members: tuple[np.ndarray, np.ndarray]
+
+
+def engine_for(config: PipelineConfig) -> PiiEngine:
+    """Return the shared Presidio engine for this config."""
+    return get_engine(
+        spacy_model=config.pii.spacy_model,
+        language=config.pii.language,
+        score_threshold=config.pii.score_threshold,
+    )
+
+
+def ingest(config: PipelineConfig) -> Tables:
+    """Read the training and evaluation tables (a seeded sample when configured)."""
+    data = config.data
+    train_path, test_path = resolve_path(data.train_path), resolve_path(data.test_path)
+    train = read_table(train_path, string_columns=data.string_columns)
+    test = read_table(test_path, string_columns=data.string_columns)
+    for path, frame in ((train_path, train), (test_path, test)):
+        if data.target not in frame.columns:
+            raise DataError(f"{path}: target column {data.target!r} (data.target) is missing")
+    if data.sample_rows is not None and data.sample_rows < len(train):
+        train = train.sample(n=data.sample_rows, random_state=config.training.seed)
+        train = train.reset_index(drop=True)
+    return Tables(train, test, sha256_file(train_path), sha256_file(test_path))
+
+
+def validate(tables: Tables, config: PipelineConfig) -> ValidationReport:
+    """Validate both raw tables against the suite; raise when either fails.
+
+    Raises:
+        ValidationFailedError: naming the failed expectations (no values).
+    """
+    suite = resolve_path(config.data.expectation_suite)
+    reports = {
+        "training table": validate_table(tables.train, suite_path=suite),
+        "test table": validate_table(tables.test, suite_path=suite),
+    }
+    for which, report in reports.items():
+        if not report.success:
+            raise ValidationFailedError(
+                f"the {which} failed expectation suite {suite.name} "
+                f"({report.failed} of {report.evaluated} expectations): {report.failed_summary()}"
+            )
+    return reports["training table"]
+
+
+def scan(tables: Tables, config: PipelineConfig) -> ScanReport:
+    """Scan the raw training table for PII, column by column."""
+    pii = config.pii
+    return scan_table(
+        tables.train,
+        engine=engine_for(config),
+        entities=pii.entities,
+        direct_entities=pii.direct_identifier_entities,
+        quasi_identifiers=list(config.anonymization.quasi_identifiers),
+        sample_rows=pii.sample_rows,
+        min_fraction=pii.min_fraction,
+        free_text_min_words=pii.free_text_min_words,
+        seed=config.training.seed,
+    )
+
+
+def anonymize(tables: Tables, report: ScanReport, config: PipelineConfig) -> Anonymized:
+    """Drop, mask, pseudonymize and redact by policy, then generalize to k-anonymity."""
+    plan = anon.plan_treatments(
+        list(tables.train.columns),
+        scan=report,
+        anonymization=config.anonymization,
+        pii=config.pii,
+        target=config.data.target,
+    )
+    frame, result = anon.anonymize_table(
+        tables.train,
+        plan=plan,
+        anonymization=config.anonymization,
+        engine=engine_for(config),
+        redact_entities=config.pii.entities,
+        key=anon.load_pseudonym_key(config.anonymization.pseudonym_key_env),
+    )
+    return Anonymized(frame, result)
+
+
+def verify(anonymized: Anonymized, config: PipelineConfig) -> Verification:
+    """Re-scan every remaining text cell for direct identifiers and re-measure k."""
+    frame = anonymized.frame
+    quasi = list(config.anonymization.quasi_identifiers)
+    # Every remaining text column is re-scanned, every distinct cell of it; columns whose
+    # every cell is provably a token or a mask (a full-match regex per cell) are not sent
+    # through Presidio: tens of thousands of unique tokens would cost minutes, find nothing.
+    scanned = [
+        c
+        for c in frame.columns
+        if c not in quasi
+        and c != config.data.target
+        and not anon.is_token_or_mask(frame[c])
+    ]
+    findings = count_findings(
+        frame,
+        engine=engine_for(config),
+        entities=config.pii.direct_identifier_entities,
+        columns=scanned,
+    )
+    return Verification(findings, measure_k(frame, quasi))
+
+
+def data_evidence(verification: Verification) -> Evidence:
+    """Return the evidence the data gates judge."""
+    return Evidence(
+        residual_pii_findings=verification.residual_total, k_achieved=verification.k_measured
+    )
+
+
+def train(anonymized: Anonymized, tables: Tables, config: PipelineConfig) -> Trained:
+    """Split members from audit non-members, train with DP-SGD, evaluate on the test table."""
+    training = config.training
+    quasi = config.anonymization.quasi_identifiers
+    levels = anonymized.report.kanon.levels
+    domains = public_domains(resolve_path(config.data.expectation_suite))
+    spec = build_feature_spec(
+        features=training.features,
+        domains=domains,
+        quasi_identifiers=quasi,
+        levels=levels,
+        log_scaled=training.log_scaled,
+    )
+    frame = anonymized.frame
+    rng = np.random.default_rng(training.seed)
+    order = rng.permutation(len(frame))
+    n_holdout = int(round(len(frame) * training.holdout_fraction))
+    holdout, members = frame.iloc[order[:n_holdout]], frame.iloc[order[n_holdout:]]
+    target, positive = config.data.target, config.data.positive_labels
+
+    def xy(part: pd.DataFrame, *, generalized: bool) -> tuple[np.ndarray, np.ndarray]:
+        return encode(part, spec, generalized=generalized), encode_labels(part[target], positive)
+
+    x_train, y_train = xy(members, generalized=True)
+    if len(np.unique(y_train)) < 2:
+        raise DataError(f"the training table holds one class only in {target!r} (data.target)")
+    model = train_model(x_train, y_train, training=training)
+    x_test, y_test = xy(tables.test, generalized=False)
+    return Trained(
+        model=model,
+        feature_spec=spec,
+        test_accuracy=accuracy(model.network, x_test, y_test),
+        members=(x_train, y_train),
+        non_members=xy(holdout, generalized=True),
+    )
+
+
+def audit(trained: Trained, config: PipelineConfig) -> MembershipInferenceResult:
+    """Run the membership-inference attack: members vs held-out non-members."""
+    if config.audit.attack != "loss_threshold":
+        raise ConfigError(f"audit.attack {config.audit.attack!r} is not available")
+    (xm, ym), (xn, yn) = trained.members, trained.non_members
+    mi, ni = balanced_sample(
+        len(xm), len(xn), limit=config.audit.max_records, seed=config.training.seed
+    )
+    network = trained.model.network
+    return loss_threshold_attack(
+        per_example_loss(network, xm[mi], ym[mi]), per_example_loss(network, xn[ni], yn[ni])
+    )
+
+
+def judge(
+    verification: Verification,
+    trained: Trained,
+    attack: MembershipInferenceResult,
+    policy: PrivacyPolicy,
+) -> GateReport:
+    """Run every gate on everything the run measured."""
+    dp = trained.model.dp
+    evidence = Evidence(
+        residual_pii_findings=verification.residual_total,
+        k_achieved=verification.k_measured,
+        epsilon=dp.epsilon,
+        delta=dp.delta,
+        n_train=trained.model.n_train,
+        accuracy=trained.test_accuracy,
+        mia_auc=attack.mia_auc,
+        mia_tpr_at_1pct_fpr=attack.mia_tpr_at_1pct_fpr,
+    )
+    return run_gates(evidence, policy)
+
+
+def judge_data(verification: Verification, policy: PrivacyPolicy) -> GateReport:
+    """Run the gates that must pass before anything is trained."""
+    return run_gates(data_evidence(verification), policy, DATA_GATES)
+
+
+def model_spec(trained: Trained, config: PipelineConfig) -> dict[str, Any]:
+    """Return what serving needs to rebuild the network and encode raw records."""
+    return {
+        "model": config.training.model,
+        "hidden_units": config.training.hidden_units,
+        "input_width": input_width(trained.feature_spec),
+        "feature_spec": trained.feature_spec,
+    }
+
+
+def summary_metrics(trained: Trained, attack: MembershipInferenceResult, verification: Verification, anonymized: Anonymized) -> dict[str, float]:
+    """Return the run's aggregate metrics, for MLflow."""
+    kanon = anonymized.report.kanon
+    return {
+        "accuracy": trained.test_accuracy,
+        "epsilon": trained.model.dp.epsilon,
+        "mia_auc": attack.mia_auc,
+        "mia_tpr_at_1pct_fpr": attack.mia_tpr_at_1pct_fpr,
+        "mia_tpr_at_0_1pct_fpr": attack.mia_tpr_at_0_1pct_fpr,
+        "mia_attacker_advantage": attack.attacker_advantage,
+        "k_achieved": float(verification.k_measured),
+        "suppressed_rows": float(kanon.suppressed_rows),
+        "information_loss": kanon.information_loss,
+        "residual_pii_findings": float(verification.residual_total),
+        "n_train": float(trained.model.n_train),
+        "training_seconds": trained.model.seconds,
+    }
+
+
+def report_payloads(**parts: Any) -> dict[str, Any]:
+    """Return JSON-ready dicts of stage reports (dataclasses or objects with to_dict)."""
+    out = {}
+    for name, part in parts.items():
+        out[name] = part.to_dict() if hasattr(part, "to_dict") else asdict(part)
+    return out
+
+
+@dataclass
+class RunEvidence:
+    """Everything a run measured, gathered for the registry (reports hold no values)."""
+
+    tables: Tables
+    validation: ValidationReport
+    scan: ScanReport
+    anonymized: Anonymized
+    verification: Verification
+    trained: Trained
+    attack: MembershipInferenceResult
+
+
+def register(
+    evidence: RunEvidence, gates: GateReport, config: PipelineConfig, policy: PrivacyPolicy
+) -> Registration:
+    """Log the run, register the model version, tag its verdict, move the alias if approved."""
+    trained = evidence.trained
+    params = {
+        **trained.model.dp.mlflow_params(),
+        "training.model": config.training.model,
+        "training.epochs": str(config.training.epochs),
+        "training.batch_size": str(config.training.batch_size),
+        "training.learning_rate": str(config.training.learning_rate),
+        "anonymization.k": str(config.anonymization.k),
+        "anonymization.levels": json.dumps(evidence.anonymized.report.kanon.levels, sort_keys=True),
+    }
+    lineage = {
+        "privgate.lineage.train_sha256": evidence.tables.train_sha256,
+        "privgate.lineage.test_sha256": evidence.tables.test_sha256,
+        "privgate.lineage.config_sha256": config.sha256(),
+        "privgate.lineage.policy_sha256": policy.sha256(),
+        "privgate.lineage.code_version": _code_version(),
+    }
+    reports = report_payloads(
+        validation_report=evidence.validation,
+        pii_scan=evidence.scan,
+        anonymization_report=evidence.anonymized.report,
+        verification=evidence.verification,
+        membership_inference=evidence.attack,
+    )
+    return log_and_register(
+        model_name=policy.registered_model_name,
+        alias=config.registry.alias,
+        experiment=config.registry.experiment,
+        network=trained.model.network,
+        model_spec=model_spec(trained, config),
+        params=params,
+        metrics={
+            k: v
+            for k, v in summary_metrics(
+                trained, evidence.attack, evidence.verification, evidence.anonymized
+            ).items()
+            if math.isfinite(v)
+        },
+        epoch_metrics={"train_loss": trained.model.epoch_loss},
+        tags={**lineage, "privgate.status": "approved" if gates.passed else "rejected"},
+        gate_tags={r.name: r.passed for r in gates.results},
+        approved=gates.passed,
+        json_artifacts={f"{name}.json": payload for name, payload in reports.items()}
+        | {"gate_report.json": gates.to_dict(), "config.json": config.model_dump(mode="json")},
+        text_artifacts={"gate_report.md": gates.to_markdown()},
+    )
+
+
+def _code_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("privgate")
+    except PackageNotFoundError:
+        return "unknown"

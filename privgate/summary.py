@@ -1,0 +1,55 @@
+"""The run summary: what `privgate run --json` prints and the flow returns."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+from audits.gates import GateReport
+from audits.membership_inference import MembershipInferenceResult
+from privgate.config import PrivacyPolicy
+from privgate.registry import Registration
+
+
+def _number(value: float | None) -> float | None:
+    # JSON has no inf or nan; a model trained without DP reports epsilon null.
+    return value if value is not None and math.isfinite(value) else None
+
+
+def run_summary(
+    *,
+    policy: PrivacyPolicy,
+    gates: GateReport,
+    started: float,
+    trained: Any | None = None,
+    attack: MembershipInferenceResult | None = None,
+    registration: Registration | None = None,
+) -> dict[str, Any]:
+    """Return the JSON-ready summary of a run (aggregates only)."""
+    dp = trained.model.dp if trained is not None else None
+    return {
+        "model_name": policy.registered_model_name,
+        "version": registration.version if registration else None,
+        "run_id": registration.run_id if registration else None,
+        "promoted": bool(registration and registration.promoted),
+        "blocked_by": [r.name for r in gates.failed],
+        "gates": [
+            {
+                "name": r.name,
+                "passed": r.passed,
+                "value": _number(r.value),
+                "threshold": _number(r.threshold),
+                "comparison": r.comparison,
+                "details": r.details,
+            }
+            for r in gates.results
+        ],
+        "dp_enabled": dp.enabled if dp else None,
+        "epsilon": _number(dp.epsilon) if dp else None,
+        "delta": _number(dp.delta) if dp else None,
+        "accuracy": _number(trained.test_accuracy) if trained is not None else None,
+        "mia_auc": _number(attack.mia_auc) if attack else None,
+        "mia_tpr_at_1pct_fpr": _number(attack.mia_tpr_at_1pct_fpr) if attack else None,
+        "duration_s": round(time.perf_counter() - started, 3),
+    }

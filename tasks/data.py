@@ -1,0 +1,43 @@
+"""Tasks that read and validate the raw tables."""
+
+from __future__ import annotations
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+
+from privgate import stages
+from privgate.config import PipelineConfig
+from privgate.errors import ValidationFailedError, withheld
+from privgate.validation import ValidationReport
+from tasks._options import IN_MEMORY
+
+
+@task(name="ingest", **IN_MEMORY)
+def ingest_tables(config: PipelineConfig) -> stages.Tables:
+    """Read the raw training and test tables."""
+    with withheld("ingest"):
+        tables = stages.ingest(config)
+    get_run_logger().info(
+        "read %d training rows x %d columns and %d test rows",
+        len(tables.train), tables.train.shape[1], len(tables.test),
+    )
+    return tables
+
+
+@task(name="validate", **IN_MEMORY)
+def validate_raw_table(tables: stages.Tables, config: PipelineConfig) -> ValidationReport:
+    """Validate the raw tables with Great Expectations; a failure stops the run."""
+    try:
+        with withheld("validate"):
+            report = stages.validate(tables, config)
+    except ValidationFailedError as exc:
+        create_markdown_artifact(
+            key="data-validation", markdown=f"## Data validation: FAILED\n\n{exc}\n"
+        )
+        raise
+    create_markdown_artifact(
+        key="data-validation",
+        markdown=f"## Data validation: passed\n\n{report.evaluated} expectations of suite "
+        f"`{report.suite}` passed.\n",
+    )
+    return report

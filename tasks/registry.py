@@ -1,0 +1,32 @@
+"""The task that registers the model and moves the alias only when every gate passed."""
+
+from __future__ import annotations
+
+from audits.gates import GateReport
+from audits.membership_inference import MembershipInferenceResult
+from prefect import get_run_logger, task
+
+from privgate import stages
+from privgate.config import PipelineConfig, PrivacyPolicy
+from privgate.errors import withheld
+from privgate.registry import Registration
+from tasks._options import IN_MEMORY
+
+
+@task(name="register-model", **IN_MEMORY)
+def register_model(
+    *,
+    evidence: stages.RunEvidence,
+    gates: GateReport,
+    config: PipelineConfig,
+    policy: PrivacyPolicy,
+) -> Registration:
+    """Log the run to MLflow, register a version, tag its verdict, move the alias if approved."""
+    with withheld("register-model"):
+        registration = stages.register(evidence, gates, config, policy)
+    get_run_logger().info(
+        "registered %s version %s (%s)",
+        registration.model_name, registration.version,
+        "promoted to " + config.registry.alias if registration.promoted else "not promoted",
+    )
+    return registration
