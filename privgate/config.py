@@ -164,6 +164,12 @@ class PrefixHierarchy(_Model):
         min_length=1, description="Characters kept at each level, shrinking (e.g. 3, 1)."
     )
 
+    @model_validator(mode="after")
+    def _keep_shrinks(self) -> PrefixHierarchy:
+        if any(b >= a for a, b in zip(self.keep, self.keep[1:], strict=False)):
+            raise ValueError("each prefix length must be shorter than the one before it")
+        return self
+
 
 class GroupHierarchy(_Model):
     """Categories map to configured groups, level by level, then to `*`."""

@@ -48,6 +48,9 @@ def configure_state_environment() -> Path:
     os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlflow.db'}")
     # Prefect's local ephemeral API: no server to start, state in PREFECT_HOME.
     os.environ.setdefault("PREFECT_SERVER_ALLOW_EPHEMERAL_MODE", "true")
+    # A fresh Prefect home migrates its database on first start: ~17 s on 2 cores, more
+    # under load, and Prefect gives up after 20 s by default.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     # Nothing leaves this machine: no usage analytics from Prefect, GX or MLflow.
     os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")

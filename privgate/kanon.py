@@ -22,13 +22,18 @@ so it lies in [0, 1].
 The search (`find_k_anonymous_generalization`) returns the acceptable node with the
 least loss, ties broken by lower total level, then by the lexicographically smaller
 tuple of levels (QIs in the order given). It is exact, not greedy: nodes are visited in
-ascending order of a lower bound (the loss the node would have with nothing
-suppressed, which never exceeds its real loss) and the visit stops once that bound
-passes the best loss found. Two monotonicity facts spare most of the data passes: the
-suppressed-row count never grows when a node is generalized, so a failing node
-fails for all its specializations and a node with nothing suppressed has nothing
-suppressed in all its generalizations. Every evaluation factorizes nothing: it combines
-integer codes precomputed once per (QI, level) into one int64 key and counts keys.
+ascending order of a lower bound (the loss with nothing suppressed, a sum of one
+precomputed term per QI that never exceeds the real loss) and the visit stops once the
+bound passes the best loss found. Monotonicity spares most data passes: generalizing
+only merges classes, so the suppressed-row count never grows going up. A failing node
+therefore fails with all its specializations, and after one fails the search climbs
+from it while that proves more still-open nodes failing. A node with nothing suppressed
+has nothing suppressed in any generalization, whose loss is then exactly its bound.
+
+A data pass combines integer codes, precomputed once per (QI, level), into one int64
+key and counts keys with `np.bincount`. It starts from the cached classes of an
+already-evaluated specialization when one compresses the table (one member row and a
+row count per class), so passes high in the lattice touch hundreds of rows, not all.
 """
 
 from __future__ import annotations
@@ -36,12 +41,14 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
+from pandas.api.extensions import ExtensionDtype
 
-from privgate.config import GroupHierarchy, Hierarchy, IntervalHierarchy, PrefixHierarchy
+from privgate.config import Hierarchy, IntervalHierarchy, PrefixHierarchy
 from privgate.errors import ConfigError
 
 __all__ = [
@@ -63,6 +70,7 @@ IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
 ObjectArray = npt.NDArray[np.object_]
 CodeArray = npt.NDArray[np.int32] | npt.NDArray[np.int64]
+Dtype = np.dtype[Any] | ExtensionDtype
 
 # The lattice is enumerated as an array; beyond this many nodes that stops being cheap
 # and a coarser hierarchy (or fewer QIs) is the better fix than a slower search.
@@ -185,12 +193,12 @@ def _check_hierarchy_fits(column: str, hierarchy: Hierarchy, values: pd.Series) 
         )
 
 
-def _is_numeric(dtype: object) -> bool:
+def _is_numeric(dtype: Dtype) -> bool:
     return bool(pd.api.types.is_numeric_dtype(dtype)) and not pd.api.types.is_bool_dtype(dtype)
 
 
 def _level_codes(
-    column: str, hierarchy: Hierarchy, uniques: object, dtype: object, up_to: int
+    column: str, hierarchy: Hierarchy, uniques: object, dtype: Dtype, up_to: int
 ) -> list[tuple[IntArray, ObjectArray]]:
     """Generalize the non-missing unique values of a column to levels 0..`up_to` (< top).
 
@@ -227,7 +235,7 @@ def _factorize_labels(labels: ObjectArray) -> tuple[IntArray, ObjectArray]:
 
 
 def _interval_labels(
-    column: str, hierarchy: IntervalHierarchy, uniques: object, dtype: object, up_to: int
+    column: str, hierarchy: IntervalHierarchy, uniques: object, dtype: Dtype, up_to: int
 ) -> list[ObjectArray]:
     numbers: npt.NDArray[np.int64] | npt.NDArray[np.float64]
     if pd.api.types.is_integer_dtype(dtype):
@@ -246,9 +254,7 @@ def _interval_labels(
     origin = hierarchy.origin
     for width in hierarchy.widths[:up_to]:
         lows = (np.floor_divide(numbers - origin, width) * width + origin).astype(np.int64)
-        labels.append(
-            np.array([f"{low}-{low + width - 1}" for low in lows.tolist()], dtype=object)
-        )
+        labels.append(np.array([f"{low}-{low + width - 1}" for low in lows.tolist()], dtype=object))
     return labels
 
 
@@ -428,7 +434,7 @@ def _densify(key: IntArray, space: int) -> tuple[IntArray, int]:
 class _QiCodes:
     """One QI's precomputed codes and losses at every level."""
 
-    codes: list[CodeArray]  # per level: class code of each row
+    codes: list[npt.NDArray[np.int32]]  # per level: class code of each row
     cardinality: list[int]  # per level: number of codes
     cell_loss: list[FloatArray]  # per level: loss of a cell, by code
     attribute_loss: list[float]  # per level: mean cell loss over rows, nothing suppressed
@@ -455,7 +461,7 @@ def _precompute(column: str, hierarchy: Hierarchy, values: pd.Series) -> _QiCode
     n_values = len(uniques)
     has_missing = bool((raw_codes < 0).any())
     raw_codes = np.where(raw_codes < 0, n_values, raw_codes)
-    value_counts = np.bincount(raw_codes, minlength=n_values + has_missing)
+    value_counts = np.bincount(raw_codes, minlength=n_values + has_missing).astype(np.float64)
 
     # Work on the (few) distinct values, then index by the per-row codes.
     value_codes: list[IntArray] = []
@@ -472,12 +478,15 @@ def _precompute(column: str, hierarchy: Hierarchy, values: pd.Series) -> _QiCode
     total_rows = max(int(value_counts.sum()), 1)
     row_codes, cell_loss, attribute_loss = [], [], []
     for codes, count in zip(value_codes, cardinality, strict=True):
-        pairs = np.unique(codes * distinct + base)
-        covered = np.bincount(pairs // distinct, minlength=count)
+        # Every level is a function of level 0, so each raw value has one group here.
+        group_of_raw = np.zeros(distinct, dtype=np.int64)
+        group_of_raw[base] = codes
+        covered = np.bincount(group_of_raw, minlength=count)
         loss = (covered - 1) / (distinct - 1) if distinct > 1 else np.zeros(count)
         row_codes.append(codes[raw_codes].astype(np.int32))
         cell_loss.append(loss.astype(np.float64))
-        attribute_loss.append(float(np.dot(loss[codes], value_counts)) / total_rows)
+        # Multiply-and-sum, not np.dot: BLAS threads stall on a busy machine for no gain here.
+        attribute_loss.append(float((loss[codes] * value_counts).sum()) / total_rows)
     return _QiCodes(row_codes, cardinality, cell_loss, attribute_loss)
 
 
@@ -490,9 +499,7 @@ class _Search:
         self.k = k
         self.budget = budget
         self.heights = [len(qi.codes) for qi in qis]
-        self.strides = np.array(
-            [math.prod(self.heights[j + 1 :]) for j in range(len(qis))], dtype=np.int64
-        )
+        self.strides_list = [math.prod(self.heights[j + 1 :]) for j in range(len(qis))]
         grid = np.indices(self.heights, dtype=np.int16).reshape(len(qis), -1).T
         self.nodes = np.ascontiguousarray(grid)
         losses = np.zeros(len(grid))
@@ -521,6 +528,9 @@ class _Search:
         self._cached: dict[int, _Classes] = {}
         self._cache_room = _CACHE_ROWS_FACTOR * rows
 
+    def _index(self, node: tuple[int, ...]) -> int:
+        return sum(level * stride for level, stride in zip(node, self.strides_list, strict=True))
+
     def _specializations(self, node: tuple[int, ...]) -> npt.NDArray[np.bool_]:
         mask = self._at_most[0][node[0]].copy()
         for j in range(1, len(node)):
@@ -538,11 +548,6 @@ class _Search:
         heights = self.nodes.sum(axis=1, dtype=np.int64)
         sort_keys = [self.nodes[:, j] for j in reversed(range(len(self.heights)))]
         order = np.lexsort([*sort_keys, heights, np.round(self.bound, 12)])
-        # Climb cheap attributes first: low-bound nodes differ mostly in those, so a
-        # failing node pushed high in them rules out the most of what is visited next.
-        climb_order = sorted(
-            range(len(self.qis)), key=lambda j: (-self.qis[j].attribute_loss[1], j)
-        )
         for index in order.tolist():
             if self.best is not None and self.bound[index] > self.best[0] + _TOLERANCE:
                 break
@@ -550,12 +555,12 @@ class _Search:
                 continue
             node = tuple(int(level) for level in self.nodes[index])
             if not self._acceptable(node, need_loss=True):
-                self._climb(node, climb_order)
+                self._climb(node)
         return None if self.best is None else self.best[2]
 
     def evaluate(self, node: tuple[int, ...]) -> _Evaluation:
         """Count the node's classes on the data (once) and record what that proves."""
-        index = int(np.dot(node, self.strides))
+        index = self._index(node)
         if index in self.evaluations:
             return self.evaluations[index]
         base = self._base_for(node)
@@ -566,9 +571,8 @@ class _Search:
         else:
             members, weights = base.members, base.weights
             codes = [qi.codes[level][members] for qi, level in zip(self.qis, node, strict=True)]
-        key, space = _combine(
-            zip(codes, (qi.cardinality[level] for qi, level in zip(self.qis, node, strict=True)))
-        )
+        sizes = [qi.cardinality[level] for qi, level in zip(self.qis, node, strict=True)]
+        key, space = _combine(zip(codes, sizes, strict=True))
         dense, slots = _densify(key, space)
         counts = np.bincount(dense, weights=weights, minlength=slots).astype(np.int64)
         small = (counts > 0) & (counts < self.k)
@@ -580,7 +584,7 @@ class _Search:
             in_small = small[dense]
             row_weights = np.ones(int(in_small.sum())) if weights is None else weights[in_small]
             gained = sum(
-                float(np.dot(1.0 - qi.cell_loss[level][qi_codes[in_small]], row_weights))
+                float(((1.0 - qi.cell_loss[level][qi_codes[in_small]]) * row_weights).sum())
                 for qi, level, qi_codes in zip(self.qis, node, codes, strict=True)
             )
             loss += gained / (self.rows * len(self.qis))
@@ -608,9 +612,7 @@ class _Search:
             return
         member_of_slot = np.empty(len(counts), dtype=np.int64)
         member_of_slot[dense] = members
-        self._cached[index] = _Classes(
-            member_of_slot[present], counts[present].astype(np.float64)
-        )
+        self._cached[index] = _Classes(member_of_slot[present], counts[present].astype(np.float64))
         self._class_counts[index] = classes
         self._cache_room -= classes
 
@@ -635,7 +637,7 @@ class _Search:
 
     def _acceptable(self, node: tuple[int, ...], *, need_loss: bool) -> bool:
         """Return whether the node is acceptable, from what is known where possible."""
-        index = int(np.dot(node, self.strides))
+        index = self._index(node)
         if self.failing[index]:
             return False
         if self.unsuppressed[index]:
@@ -645,22 +647,32 @@ class _Search:
             return True
         return self.evaluate(node).suppressed <= self.budget
 
-    def _climb(self, node: tuple[int, ...], climb_order: list[int]) -> None:
-        """Raise a failing node, attribute by attribute, to a maximal failing node.
+    def _climb(self, node: tuple[int, ...]) -> None:
+        """Raise a failing node one level at a time while that proves more nodes failing.
 
-        Marking that node's specializations as failing spares their data passes.
+        Each step tries the one-level generalizations in order of how many still-open
+        nodes (unknown, bound within the best loss) they would add to the failing set,
+        and stops when no failing step adds any: climbing further costs data passes
+        and proves nothing the search still needs.
         """
-        current = list(node)
-        for j in climb_order:
-            low, high = current[j], self.heights[j] - 1  # low fails; find the highest failing
-            while low < high:
-                middle = (low + high + 1) // 2
-                probe = (*current[:j], middle, *current[j + 1 :])
-                if self._acceptable(probe, need_loss=False):
-                    high = middle - 1
-                else:
-                    low = middle
-            current[j] = low
+        current = node
+        limit = np.inf if self.best is None else self.best[0] + _TOLERANCE
+        open_nodes = ~self.failing & ~self.passing & (self.bound <= limit)
+        covered = int((self._specializations(current) & open_nodes).sum())
+        while True:
+            steps = []
+            for j in range(len(current)):
+                if current[j] + 1 < self.heights[j]:
+                    step = (*current[:j], current[j] + 1, *current[j + 1 :])
+                    gain = int((self._specializations(step) & open_nodes).sum()) - covered
+                    if gain > 0:
+                        steps.append((-gain, j, step))
+            for negative_gain, _, step in sorted(steps):
+                if not self._acceptable(step, need_loss=False):
+                    current, covered = step, covered - negative_gain
+                    break
+            else:
+                return
 
 
 def _better(

@@ -271,26 +271,39 @@ def count_findings(
     return counts
 
 
-def redact_texts(texts: pd.Series, *, engine: PiiEngine, entities: Collection[str]) -> pd.Series:
-    """Replace every detected entity in each text with a typed placeholder (`<PERSON>`)."""
+def redact_texts(
+    texts: pd.Series, *, engine: PiiEngine, entities: Collection[str], max_passes: int = 4
+) -> pd.Series:
+    """Replace every detected entity in each text with a typed placeholder (`<PERSON>`).
+
+    spaCy's NER depends on context: once a neighbour is replaced, a name it missed can
+    surface. Texts that changed are therefore analyzed again until a pass finds
+    nothing new (at most `max_passes`); the residual-PII gate checks the result.
+    """
     from presidio_anonymizer import AnonymizerEngine
     from presidio_anonymizer.entities import RecognizerResult as Found
 
     anonymizer = AnonymizerEngine()
     present = texts.notna()
     cells = texts[present].astype(str)
-    distinct = list(dict.fromkeys(cells.tolist()))
-    spans = engine.analyze(distinct, entities=entities)
-    redacted: dict[str, str] = {}
-    for text, found in zip(distinct, spans, strict=True):
-        if not found:
-            redacted[text] = text
-            continue
-        # Presidio's anonymizer resolves overlapping spans (keeps the higher score).
-        results = [Found(entity_type=e, start=s, end=t, score=1.0) for s, t, e in found]
-        redacted[text] = anonymizer.anonymize(text=text, analyzer_results=results).text
+    final = {text: text for text in dict.fromkeys(cells.tolist())}
+    pending = list(final)
+    for _ in range(max_passes):
+        if not pending:
+            break
+        current = [final[text] for text in pending]
+        spans = engine.analyze(current, entities=entities)
+        changed = []
+        for original, text, found in zip(pending, current, spans, strict=True):
+            if not found:
+                continue
+            # Presidio's anonymizer resolves overlapping spans (keeps the higher score).
+            results = [Found(entity_type=e, start=a, end=b, score=1.0) for a, b, e in found]
+            final[original] = anonymizer.anonymize(text=text, analyzer_results=results).text
+            changed.append(original)
+        pending = changed
     out = texts.astype(object).copy()
-    out[present] = cells.map(redacted)
+    out[present] = cells.map(final)
     return out
 
 

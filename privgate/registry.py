@@ -12,6 +12,7 @@ import json
 import os
 import tempfile
 import time
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,14 +123,16 @@ def log_and_register(
                 inputs=Schema([ColSpec("string", f["name"]) for f in model_spec["feature_spec"]["features"]]),
                 outputs=Schema([ColSpec("double", "probability"), ColSpec("long", "prediction")]),
             )
-            info = mlflow.pyfunc.log_model(
-                name="model",
-                python_model=serving.__file__,
-                artifacts={"weights": str(weights), "model_spec": str(spec_path)},
-                signature=signature,
-                registered_model_name=model_name,
-                pip_requirements=_pip_requirements(),
-            )
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*input example was not provided")
+                info = mlflow.pyfunc.log_model(
+                    name="model",
+                    python_model=serving.__file__,
+                    artifacts={"weights": str(weights), "model_spec": str(spec_path)},
+                    signature=signature,
+                    registered_model_name=model_name,
+                    pip_requirements=_pip_requirements(),
+                )
     version = str(info.registered_model_version)
     client.set_model_version_tag(model_name, version, STATUS_TAG, "approved" if approved else "rejected")
     for gate, passed in gate_tags.items():

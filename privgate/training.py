@@ -97,10 +97,10 @@ def train_model(x: np.ndarray, y: np.ndarray, *, training: TrainingConfig) -> Tr
     engine = None
     if dp.enabled:
         ModuleValidator.validate(network, strict=True)
-        engine = PrivacyEngine(accountant=dp.accountant, secure_mode=dp.secure_mode)
         with warnings.catch_warnings():
             # Opacus warns that secure_mode=False is insecure; the config documents it.
-            warnings.simplefilter("ignore", UserWarning)
+            warnings.filterwarnings("ignore", message="Secure RNG turned off")
+            engine = PrivacyEngine(accountant=dp.accountant, secure_mode=dp.secure_mode)
             network, optimizer, loader = engine.make_private_with_epsilon(
                 module=network,
                 optimizer=optimizer,
@@ -111,23 +111,11 @@ def train_model(x: np.ndarray, y: np.ndarray, *, training: TrainingConfig) -> Tr
                 max_grad_norm=dp.max_grad_norm,
                 poisson_sampling=True,
             )
-    loss_fn = nn.BCEWithLogitsLoss()
-    epoch_loss: list[float] = []
-    steps = 0
-    network.train()
-    for _ in range(training.epochs):
-        total, seen = 0.0, 0
-        for xb, yb in loader:
-            if len(xb) == 0:  # Poisson sampling can draw an empty batch
-                continue
-            optimizer.zero_grad()
-            loss = loss_fn(network(xb).squeeze(-1), yb)
-            loss.backward()
-            optimizer.step()
-            steps += 1
-            total += float(loss.detach()) * len(xb)
-            seen += len(xb)
-        epoch_loss.append(total / max(seen, 1))
+    with warnings.catch_warnings():
+        # Opacus's hooks see no gradient w.r.t. the first layer's input (it is data) and
+        # torch warns about it; that is expected here.
+        warnings.filterwarnings("ignore", message="Full backward hook is firing")
+        epoch_loss, steps = _run_epochs(network, optimizer, loader, epochs=training.epochs)
     network.eval()
     if engine is not None:
         epsilon = float(engine.get_epsilon(dp.target_delta))
@@ -136,7 +124,8 @@ def train_model(x: np.ndarray, y: np.ndarray, *, training: TrainingConfig) -> Tr
             epsilon=epsilon,
             delta=dp.target_delta,
             noise_multiplier=float(optimizer.noise_multiplier),
-            sample_rate=1.0 / len(loader),
+            # The rate the Poisson loader draws with, hence the one the accountant uses.
+            sample_rate=float(loader.sample_rate),
             steps=steps,
             max_grad_norm=dp.max_grad_norm,
             accountant=dp.accountant,
@@ -164,6 +153,29 @@ def train_model(x: np.ndarray, y: np.ndarray, *, training: TrainingConfig) -> Tr
         epoch_loss=epoch_loss,
         seconds=time.perf_counter() - started,
     )
+
+
+def _run_epochs(
+    network: nn.Module, optimizer: torch.optim.Optimizer, loader: DataLoader, *, epochs: int
+) -> tuple[list[float], int]:
+    loss_fn = nn.BCEWithLogitsLoss()
+    epoch_loss: list[float] = []
+    steps = 0
+    network.train()
+    for _ in range(epochs):
+        total, seen = 0.0, 0
+        for xb, yb in loader:
+            if len(xb) == 0:  # Poisson sampling can draw an empty batch
+                continue
+            optimizer.zero_grad()
+            loss = loss_fn(network(xb).squeeze(-1), yb)
+            loss.backward()
+            optimizer.step()
+            steps += 1
+            total += float(loss.detach()) * len(xb)
+            seen += len(xb)
+        epoch_loss.append(total / max(seen, 1))
+    return epoch_loss, steps
 
 
 @torch.no_grad()

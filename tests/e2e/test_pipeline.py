@@ -1,0 +1,190 @@
+"""End to end: the real CLI, Prefect, GX, Presidio, Opacus and MLflow on a demo sample.
+
+One state home, three runs in order, then assertions on what they left behind:
+  1. the default config promotes a model;
+  2. `--set training.dp.enabled=false` is blocked by the privacy-budget gate;
+  3. a raw table failing its expectation suite stops before anything is trained.
+Canary values planted in the identifier and notes columns must appear in nothing the
+pipeline wrote under PRIVGATE_HOME (the raw input files aside), nor on its terminal.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from privgate.demo_data import write_demo_data
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+ROWS = 4000
+CANARY_ROWS = range(10, 16)
+CANARIES = {
+    "full_name": "Quorvath Zelbrandt",
+    "email": "quorvath.canary7731@example.net",
+    "phone": "(415) 555-7731",
+    "ssn": "371-44-7731",
+    "street_address": "7731 Canarywood Lane",
+    "date_of_birth": "1931-07-31",
+}
+NOTE = (
+    "Spoke with Quorvath Zelbrandt about the claim; reach quorvath.canary7731@example.net "
+    "or call (415) 555-7731, SSN 371-44-7731."
+)
+# Fragments searched for, raw bytes, in every file the runs wrote.
+NEEDLES = ["Quorvath", "Zelbrandt", "canary7731", "555-7731", "371-44-7731", "Canarywood"]
+BAD_CATEGORY = "Zorblax-CANARY-9931"
+
+
+@dataclass(frozen=True)
+class Run:
+    """One CLI invocation."""
+
+    code: int
+    stdout: str
+    stderr: str
+
+    def json(self) -> dict:
+        return json.loads(self.stdout)
+
+
+def _privgate(home: Path, *args: str) -> Run:
+    env = {**os.environ, "PRIVGATE_HOME": str(home)}
+    for key in ("MLFLOW_TRACKING_URI", "PREFECT_API_URL", "PREFECT_HOME"):
+        env.pop(key, None)
+    done = subprocess.run(
+        [sys.executable, "-m", "privgate.cli", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    return Run(done.returncode, done.stdout, done.stderr)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    home = tmp_path_factory.mktemp("privgate-home")
+    train, test = write_demo_data(home / "demo", rows=ROWS)
+    frame = pd.read_csv(train, dtype=str, keep_default_na=False)
+    for row in CANARY_ROWS:
+        for column, value in CANARIES.items():
+            frame.loc[row, column] = value
+        frame.loc[row, "notes"] = NOTE
+    frame.to_csv(train, index=False)
+    bad = home / "bad"
+    bad.mkdir()
+    broken = frame.copy()
+    broken.loc[3, "sex"] = BAD_CATEGORY
+    broken.to_csv(bad / "train.csv", index=False)
+
+    results = {
+        "promoted": _privgate(home, "run", "--json"),
+        "no_dp": _privgate(home, "run", "--json", "--set", "training.dp.enabled=false"),
+        "invalid": _privgate(
+            home, "run", "--json", "--set", f"data.train_path={bad / 'train.csv'}"
+        ),
+    }
+    results["show"] = _privgate(home, "models", "show", "privgate-adult-income", "--json")
+    results["list"] = _privgate(home, "models", "list", "--json")
+    return {"home": home, "inputs": {train, test, bad / "train.csv"}, **results}
+
+
+def test_when_the_default_config_runs_then_the_model_is_promoted(runs: dict) -> None:
+    run: Run = runs["promoted"]
+
+    assert run.code == 0, run.stderr[-3000:]
+    summary = run.json()
+    assert summary["promoted"] is True
+    assert summary["version"] == "1"
+    assert all(g["passed"] for g in summary["gates"])
+    assert {g["name"] for g in summary["gates"]} >= {
+        "residual_pii", "k_anonymity", "privacy_budget", "privacy_delta", "utility",
+        "membership_inference_auc", "membership_inference_tpr",
+    }
+    assert 0 < summary["epsilon"] <= 3.0
+    assert summary["delta"] == 1e-5
+    for key in ("model_name", "accuracy", "mia_auc", "duration_s"):
+        assert summary[key] is not None
+
+
+def test_when_dp_is_disabled_then_the_budget_gate_blocks_and_champion_stays(runs: dict) -> None:
+    run: Run = runs["no_dp"]
+
+    assert run.code == 2, run.stderr[-3000:]
+    summary = run.json()
+    assert summary["promoted"] is False
+    assert summary["version"] == "2"
+    assert "privacy_budget" in summary["blocked_by"]
+    assert summary["epsilon"] is None  # infinite: no DP
+    listing = {v["version"]: v for v in runs["list"].json()[0]["versions"]}
+    assert listing["2"]["status"] == "rejected" and listing["2"]["aliases"] == []
+    assert listing["1"]["status"] == "approved" and listing["1"]["aliases"] == ["champion"]
+
+
+def test_when_a_version_is_shown_then_it_carries_gates_dp_params_and_lineage(runs: dict) -> None:
+    shown = runs["show"].json()
+
+    assert shown["version"] == "1" and shown["resolved_by"] == "alias champion"
+    assert shown["status"] == "approved"
+    assert set(shown["gates"].values()) == {"passed"}
+    assert {
+        "dp.epsilon", "dp.delta", "dp.noise_multiplier", "dp.sample_rate", "dp.steps",
+        "dp.max_grad_norm", "dp.accountant",
+    } <= set(shown["dp"])
+    assert float(shown["dp"]["dp.noise_multiplier"]) > 0
+    assert len(shown["lineage"]["privgate.lineage.train_sha256"]) == 64
+    assert len(shown["lineage"]["privgate.lineage.config_sha256"]) == 64
+
+
+def test_when_the_raw_table_fails_validation_then_nothing_is_trained(runs: dict) -> None:
+    run: Run = runs["invalid"]
+
+    assert run.code == 1
+    assert "expect_column_values_to_be_in_set(sex)" in run.json()["error"]
+    versions = runs["list"].json()[0]["versions"]
+    assert len(versions) == 2  # no third version: the invalid run registered nothing
+
+
+def _written_files(runs: dict) -> list[Path]:
+    inputs = {p.resolve() for p in runs["inputs"]}
+    return [p for p in Path(runs["home"]).rglob("*") if p.is_file() and p.resolve() not in inputs]
+
+
+def test_when_runs_finish_then_no_canary_reaches_anything_written(runs: dict) -> None:
+    # The search works: every needle is in the raw inputs it was planted in.
+    planted = b"".join(Path(p).read_bytes() for p in runs["inputs"])
+    assert all(needle.encode() in planted for needle in [*NEEDLES, BAD_CATEGORY])
+    files = _written_files(runs)
+    assert any(p.name == "mlflow.db" for p in files)
+    assert any(p.name.startswith("prefect.db") for p in files)
+    assert any("mlartifacts" in p.parts for p in files)
+
+    leaks = [
+        f"{path.relative_to(runs['home'])}: {needle}"
+        for path in files
+        for needle in [*NEEDLES, BAD_CATEGORY]
+        if needle.encode() in path.read_bytes()
+    ]
+
+    assert leaks == []
+
+
+def test_when_runs_finish_then_no_canary_reaches_the_terminal(runs: dict) -> None:
+    printed = "".join(
+        run.stdout + run.stderr
+        for key, run in runs.items()
+        if isinstance(run, Run)
+    )
+
+    assert [n for n in [*NEEDLES, BAD_CATEGORY] if n in printed] == []

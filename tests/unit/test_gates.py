@@ -1,0 +1,134 @@
+"""Gates: each compares one measured value with one policy threshold, and fails closed."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from audits import gates
+from audits.gates import Evidence, GateResult, gate_names, register_gate, run_gate, run_gates
+from privgate.config import PrivacyPolicy
+
+POLICY = PrivacyPolicy(
+    registered_model_name="m",
+    max_epsilon=3.0,
+    max_delta=1e-5,
+    min_k=5,
+    max_residual_pii_findings=0,
+    min_accuracy=0.8,
+    max_mia_auc=0.6,
+    max_mia_tpr_at_1pct_fpr=0.03,
+)
+PASSING = Evidence(
+    residual_pii_findings=0,
+    k_achieved=5,
+    epsilon=2.9,
+    delta=1e-5,
+    n_train=20_000,
+    accuracy=0.83,
+    mia_auc=0.51,
+    mia_tpr_at_1pct_fpr=0.011,
+)
+
+
+def _with(**changes: object) -> Evidence:
+    return Evidence(**{**PASSING.__dict__, **changes})
+
+
+def test_when_every_measure_is_within_policy_then_every_gate_passes() -> None:
+    report = run_gates(PASSING, POLICY)
+
+    assert report.passed
+    assert [r.name for r in report.results] == gate_names()
+
+
+@pytest.mark.parametrize(
+    ("change", "gate"),
+    [
+        ({"residual_pii_findings": 1}, "residual_pii"),
+        ({"k_achieved": 4}, "k_anonymity"),
+        ({"epsilon": 3.01}, "privacy_budget"),
+        ({"delta": 2e-5}, "privacy_delta"),
+        ({"accuracy": 0.79}, "utility"),
+        ({"mia_auc": 0.61}, "membership_inference_auc"),
+        ({"mia_tpr_at_1pct_fpr": 0.05}, "membership_inference_tpr"),
+    ],
+)
+def test_when_one_measure_exceeds_its_threshold_then_only_its_gate_fails(
+    change: dict[str, float], gate: str
+) -> None:
+    report = run_gates(_with(**change), POLICY)
+
+    assert not report.passed
+    assert [r.name for r in report.failed] == [gate]
+
+
+def test_when_the_model_was_trained_without_dp_then_the_budget_gate_fails() -> None:
+    result = run_gate("privacy_budget", _with(epsilon=math.inf), POLICY)
+
+    assert not result.passed
+    assert "without DP" in result.details
+
+
+@pytest.mark.parametrize("epsilon", [math.nan, 0.0, -1.0])
+def test_when_epsilon_is_not_a_positive_finite_number_then_the_budget_gate_fails(
+    epsilon: float,
+) -> None:
+    assert not run_gate("privacy_budget", _with(epsilon=epsilon), POLICY).passed
+
+
+def test_when_delta_is_not_below_one_over_n_then_the_delta_gate_fails() -> None:
+    result = run_gate("privacy_delta", _with(delta=1e-5, n_train=200_000), POLICY)
+
+    assert not result.passed
+    assert "1/n" in result.details
+
+
+def test_when_evidence_is_missing_then_the_gate_fails_closed() -> None:
+    report = run_gates(Evidence(), POLICY)
+
+    assert not report.passed
+    assert len(report.failed) == len(gate_names())
+
+
+def test_when_a_gate_raises_then_it_fails_closed_naming_the_exception() -> None:
+    @register_gate("test_exploding_gate")
+    def exploding(evidence: Evidence, policy: PrivacyPolicy) -> GateResult:
+        raise RuntimeError("boom")
+
+    try:
+        result = run_gate("test_exploding_gate", PASSING, POLICY)
+    finally:
+        gates._GATES.pop("test_exploding_gate")
+
+    assert not result.passed
+    assert "RuntimeError" in result.details
+
+
+def test_when_a_gate_name_is_registered_twice_then_registration_fails() -> None:
+    with pytest.raises(ValueError, match="twice"):
+        register_gate("utility")(gates.utility_gate)
+
+
+def test_when_no_gate_ran_then_the_report_does_not_pass() -> None:
+    assert not gates.GateReport(()).passed
+
+
+def test_when_a_report_has_infinite_values_then_its_json_is_strict() -> None:
+    report = run_gates(_with(epsilon=math.inf), POLICY)
+
+    text = json.dumps(report.to_dict(), allow_nan=False)
+
+    assert '"value": null' in text
+
+
+def test_when_gates_fail_then_the_message_names_each_with_value_and_threshold() -> None:
+    report = run_gates(_with(epsilon=4.5, accuracy=0.7), POLICY)
+
+    message = report.failure_message()
+
+    assert "privacy_budget FAILED: 4.5, must be <= 3" in message
+    assert "utility FAILED: 0.7, must be >= 0.8" in message
+    assert "| `privacy_budget` | ❌ failed | 4.5 |" in report.to_markdown()

@@ -1,0 +1,105 @@
+"""The PII engine: real Presidio and spaCy, on small frames."""
+
+from __future__ import annotations
+
+import socket
+
+import pandas as pd
+import pytest
+
+from privgate.errors import ConfigError
+from privgate.pii import PiiEngine, count_findings, redact_texts, scan_table
+from tests.conftest import DIRECT, ENTITIES
+
+PEOPLE = ["Maria Gonzalez", "James Whitaker", "Aisha Patel", "Robert Chen", "Laura Schmidt"] * 8
+
+
+@pytest.fixture(scope="module")
+def people() -> pd.DataFrame:
+    n = len(PEOPLE)
+    return pd.DataFrame(
+        {
+            "full_name": PEOPLE,
+            "email": [f"user{i}.{p.split()[1].lower()}@example.com" for i, p in enumerate(PEOPLE)],
+            "phone": [f"(617) 555-{1000 + i:04d}" for i in range(n)],
+            "ssn": [f"{123 + i:03d}-45-{6789 - i:04d}" for i in range(n)],
+            "amount": [round(10.5 * i, 2) for i in range(n)],
+            "plan_code": [f"PLN-{i % 7:03d}" for i in range(n)],
+            "notes": [
+                f"Spoke with {p} about the renewal and agreed to follow up next month by letter."
+                if i % 2
+                else "Requested paper statements by mail and asked for no other changes to the policy."
+                for i, p in enumerate(PEOPLE)
+            ],
+        }
+    )
+
+
+def test_when_columns_hold_identifiers_then_the_scan_names_kind_and_entity(
+    people: pd.DataFrame, pii_engine: PiiEngine
+) -> None:
+    report = scan_table(
+        people,
+        engine=pii_engine,
+        entities=ENTITIES,
+        direct_entities=DIRECT,
+        sample_rows=100,
+        min_fraction=0.3,
+        free_text_min_words=6,
+    )
+
+    kinds = {c.name: (c.kind, c.dominant_entity) for c in report.columns}
+    assert kinds["full_name"] == ("direct_identifier", "PERSON")
+    assert kinds["email"] == ("direct_identifier", "EMAIL_ADDRESS")
+    assert kinds["phone"] == ("direct_identifier", "PHONE_NUMBER")
+    assert kinds["ssn"] == ("direct_identifier", "US_SSN")
+    assert kinds["notes"][0] == "free_text"
+    assert kinds["amount"] == ("clean", None)
+    assert kinds["plan_code"] == ("clean", None)
+    assert report.rows == len(people)
+
+
+def test_when_free_text_mentions_people_then_redaction_leaves_placeholders_only(
+    people: pd.DataFrame, pii_engine: PiiEngine
+) -> None:
+    redacted = redact_texts(people["notes"], engine=pii_engine, entities=ENTITIES)
+
+    text = " ".join(redacted)
+    assert not any(name in text for name in set(PEOPLE))
+    assert "<PERSON>" in text
+    assert redacted.iloc[0] == people["notes"].iloc[0]  # nothing to redact: unchanged
+
+
+def test_when_text_holds_email_and_phone_then_both_are_redacted(pii_engine: PiiEngine) -> None:
+    notes = pd.Series(["Write to canary.qz@example.org or phone 617-555-0199 please.", None])
+
+    redacted = redact_texts(notes, engine=pii_engine, entities=ENTITIES)
+
+    assert redacted.iloc[0] == "Write to <EMAIL_ADDRESS> or phone <PHONE_NUMBER> please."
+    assert pd.isna(redacted.iloc[1])
+
+
+def test_when_counting_findings_then_every_cell_is_counted(
+    people: pd.DataFrame, pii_engine: PiiEngine
+) -> None:
+    counts = count_findings(people, engine=pii_engine, entities=["EMAIL_ADDRESS"], columns=["email", "amount"])
+
+    assert counts == {"email": len(people), "amount": 0}
+
+
+def test_when_an_email_is_analyzed_then_no_network_connection_is_attempted(
+    pii_engine: PiiEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("network access attempted")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+
+    found = pii_engine.analyze(["mail bob.nettle@unseen-domain.co.uk now"], entities=["EMAIL_ADDRESS"])
+
+    assert [s[2] for s in found[0]] == ["EMAIL_ADDRESS"]
+
+
+def test_when_the_spacy_model_is_not_installed_then_a_config_error_names_the_setting() -> None:
+    with pytest.raises(ConfigError, match=r"pii\.spacy_model"):
+        PiiEngine(spacy_model="no_such_model_xyz", language="en", score_threshold=0.5)
