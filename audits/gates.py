@@ -98,9 +98,7 @@ def run_gate(name: str, evidence: Evidence, policy: PrivacyPolicy) -> GateResult
     try:
         return _GATES[name](evidence, policy)
     except Exception as exc:  # fail closed, whatever went wrong
-        return GateResult(
-            name, False, None, math.nan, "<=", f"gate raised {type(exc).__name__}"
-        )
+        return GateResult(name, False, None, math.nan, "<=", f"gate raised {type(exc).__name__}")
 
 
 def run_gates(
@@ -131,7 +129,11 @@ class GateReport:
         return {
             "passed": self.passed,
             "gates": [
-                {**asdict(r), "value": _json_number(r.value), "threshold": _json_number(r.threshold)}
+                {
+                    **asdict(r),
+                    "value": _json_number(r.value),
+                    "threshold": _json_number(r.threshold),
+                }
                 for r in self.results
             ],
         }
@@ -147,9 +149,8 @@ class GateReport:
         for r in self.results:
             value = "—" if r.value is None else f"{r.value:.6g}"
             mark = "✅ passed" if r.passed else "❌ failed"
-            lines.append(
-                f"| `{r.name}` | {mark} | {value} | {r.comparison} {r.threshold:.6g} | {r.details} |"
-            )
+            rule = f"{r.comparison} {r.threshold:.6g}"
+            lines.append(f"| `{r.name}` | {mark} | {value} | {rule} | {r.details} |")
         return "\n".join(lines) + "\n"
 
     def failure_message(self) -> str:

@@ -68,7 +68,9 @@ def loss_threshold_attack(
     return evaluate_scores(-member_losses, -non_member_losses, attack="loss_threshold")
 
 
-def balanced_sample(n_members: int, n_non_members: int, *, limit: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def balanced_sample(
+    n_members: int, n_non_members: int, *, limit: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Return equally many member and non-member indices, at most `limit` each."""
     size = min(n_members, n_non_members, limit)
     if size == 0 or math.isnan(size):

@@ -47,14 +47,14 @@ def main() -> None:
 
     write_demo_data(home / "demo", rows=args.rows)
     config = load_config(ROOT / "configs" / "demo.yaml")
-    policy = load_policy(config)
+    policy = load_policy()
 
     def plain() -> None:
         tables = stages.ingest(config)
         stages.validate(tables, config)
         scan = stages.scan(tables, config)
         anonymized = stages.anonymize(tables, scan, config)
-        verification = stages.verify(anonymized, config)
+        verification = stages.verify(anonymized, config, policy)
         stages.judge_data(verification, policy)
         trained = stages.train(anonymized, tables, config)
         attack = stages.audit(trained, config)

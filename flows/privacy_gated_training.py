@@ -30,24 +30,32 @@ from tasks.training import train_dp_model
 def privacy_gated_training(config: PipelineConfig) -> State[Any]:
     """Train a model on sensitive data; promote it only through every privacy gate."""
     started = time.perf_counter()
-    policy = load_policy(config)
+    policy = load_policy()
     tables = ingest_tables(config)
     validation = validate_raw_table(tables, config)
     scan = scan_pii(tables, config)
     anonymized = anonymize_records(tables, scan, config)
-    verification = verify_anonymization(anonymized, config)
+    verification = verify_anonymization(anonymized, config, policy)
     data_gates = evaluate_gates(verification, policy)
     if not data_gates.passed:
         summary = run_summary(policy=policy, gates=data_gates, started=started)
-        return Failed(message=f"blocked before training: {data_gates.failure_message()}", data=summary)
+        return Failed(
+            message=f"blocked before training: {data_gates.failure_message()}", data=summary
+        )
 
     trained = train_dp_model(anonymized, tables, config)
     attack = audit_membership_inference(trained, config)
     gates = evaluate_gates(verification, policy, trained, attack)
-    evidence = stages.RunEvidence(tables, validation, scan, anonymized, verification, trained, attack)
+    evidence = stages.RunEvidence(
+        tables, validation, scan, anonymized, verification, trained, attack
+    )
     registration = register_model(evidence=evidence, gates=gates, config=config, policy=policy)
     summary = run_summary(
-        policy=policy, gates=gates, started=started, trained=trained, attack=attack,
+        policy=policy,
+        gates=gates,
+        started=started,
+        trained=trained,
+        attack=attack,
         registration=registration,
     )
     if not gates.passed:

@@ -14,10 +14,12 @@ generalization to k-anonymity, suppressing what cannot be generalized); keep.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import os
 import secrets
+import tempfile
 import unicodedata
 from collections.abc import Collection, Mapping
 from dataclasses import asdict, dataclass
@@ -118,18 +120,33 @@ def load_pseudonym_key(env_var: str) -> bytes:
             )
         return value.encode()
     path = privgate_home() / "keys" / "pseudonym.key"
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    try:
-        # O_EXCL: two first runs racing must not each write a different key.
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return _read_key_file(path)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(secrets.token_bytes(32))
+    if not path.exists():
+        _create_key_file(path)
     return _read_key_file(path)
 
 
+def _create_key_file(path: Path) -> None:
+    # Written whole to a private temporary file, then linked into place: a concurrent
+    # first run sees either no key or the complete key, and exactly one key wins.
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".pseudonym-")
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(secrets.token_bytes(32))
+            handle.flush()
+            os.fsync(handle.fileno())
+        with contextlib.suppress(FileExistsError):
+            os.link(tmp, path)
+    finally:
+        os.unlink(tmp)
+
+
 def _read_key_file(path: Path) -> bytes:
+    if path.stat().st_mode & 0o077:
+        raise ConfigError(
+            f"pseudonymization key file {path} is readable by others; run `chmod 600 {path}`"
+        )
     key = path.read_bytes()
     if len(key) < 16:
         raise ConfigError(f"pseudonymization key file {path} is shorter than 16 bytes")
@@ -179,6 +196,7 @@ def anonymize_table(
     anonymization: AnonymizationConfig,
     engine: PiiEngine,
     redact_entities: Collection[str],
+    redact_score_threshold: float | None = None,
     key: bytes,
 ) -> tuple[pd.DataFrame, AnonymizationReport]:
     """Apply `plan` to `frame`, then generalize quasi-identifiers to k-anonymity."""
@@ -192,12 +210,22 @@ def anonymize_table(
         elif treatment.action == "pseudonymize":
             out[name] = pseudonymize(out[name], key=key, entity=treatment.entity)
         elif treatment.action == "redact":
-            out[name] = redact_texts(out[name], engine=engine, entities=redact_entities)
+            out[name] = redact_texts(
+                out[name],
+                engine=engine,
+                entities=redact_entities,
+                score_threshold=redact_score_threshold,
+            )
     quasi = _present_quasi_identifiers(anonymization.quasi_identifiers, frame.columns)
     result = find_k_anonymous_generalization(
-        out, quasi_identifiers=quasi, k=anonymization.k, max_suppression=anonymization.max_suppression
+        out,
+        quasi_identifiers=quasi,
+        k=anonymization.k,
+        max_suppression=anonymization.max_suppression,
     )
-    out, _ = apply_generalization(out, quasi_identifiers=quasi, levels=result.levels, k=anonymization.k)
+    out, _ = apply_generalization(
+        out, quasi_identifiers=quasi, levels=result.levels, k=anonymization.k
+    )
     report = AnonymizationReport(
         treatments=plan, kanon=result, rows_in=len(frame), rows_out=len(out)
     )

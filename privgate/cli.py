@@ -9,8 +9,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -23,7 +24,16 @@ EXIT_OK, EXIT_ERROR, EXIT_BLOCKED = 0, 1, 2
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
+        if "--json" in sys.argv:  # the promise of one JSON object holds for usage errors too
+            print(json.dumps({"error": message, "promoted": False}))
         self.exit(EXIT_ERROR, f"{self.prog}: error: {message}\n")
+
+
+def _at_least_two(text: str) -> int:
+    value = int(text) if text.lstrip("-").isdigit() else 0
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 2, got {text!r}")
+    return value
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -31,7 +41,9 @@ def _build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     run = commands.add_parser("run", help="run the privacy-gated training flow")
-    run.add_argument("--config", type=Path, help="pipeline config YAML (default: configs/demo.yaml)")
+    run.add_argument(
+        "--config", type=Path, help="pipeline config YAML (default: configs/demo.yaml)"
+    )
     run.add_argument(
         "--set",
         dest="overrides",
@@ -40,15 +52,22 @@ def _build_parser() -> argparse.ArgumentParser:
         metavar="dotted.key=value",
         help="override a config value, e.g. --set training.dp.enabled=false (repeatable)",
     )
+    run.add_argument(
+        "--policy",
+        type=Path,
+        help="privacy policy YAML (default: $PRIVGATE_POLICY, else configs/policy.yaml)",
+    )
     run.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
     demo = commands.add_parser("demo-data", help="write the enriched Adult demo tables")
     demo.add_argument("--out", type=Path, help="folder (default: $PRIVGATE_HOME/demo)")
-    demo.add_argument("--rows", type=int, help="keep only this many training rows")
+    demo.add_argument("--rows", type=_at_least_two, help="keep only this many training rows")
     demo.add_argument("--seed", type=int, default=7, help="seed of the synthetic identifiers")
 
     models = commands.add_parser("models", help="read the model registry")
-    model_commands = models.add_subparsers(dest="models_command", required=True, parser_class=_Parser)
+    model_commands = models.add_subparsers(
+        dest="models_command", required=True, parser_class=_Parser
+    )
     listing = model_commands.add_parser("list", help="registered models, versions, aliases")
     listing.add_argument("--json", action="store_true")
     show = model_commands.add_parser("show", help="one version: status, gates, DP, metrics")
@@ -73,6 +92,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PrivgateError as exc:
         _fail(str(exc), as_json=getattr(args, "json", False))
         return EXIT_ERROR
+    except Exception as exc:  # anything else: the type only, its message may quote data
+        _fail(
+            f"unexpected {type(exc).__name__}; message withheld (PRIVGATE_DEBUG=1 shows it)",
+            as_json=getattr(args, "json", False),
+        )
+        if os.environ.get("PRIVGATE_DEBUG") == "1":
+            raise
+        return EXIT_ERROR
 
 
 def _fail(message: str, *, as_json: bool) -> None:
@@ -85,9 +112,10 @@ def _run(args: argparse.Namespace) -> int:
     from privgate.config import load_config, load_policy
 
     config = load_config(args.config, args.overrides)
-    load_policy(config)  # a bad policy file is a usage error: say so before Prefect starts
-    # Prefect and MLflow print to stdout here and there; --json promises one object there.
-    with contextlib.redirect_stdout(sys.stderr):
+    if args.policy is not None:
+        os.environ["PRIVGATE_POLICY"] = str(args.policy.resolve())
+    load_policy()  # a bad policy file is a usage error: say so before Prefect starts
+    with _stdout_to_stderr():
         from flows.privacy_gated_training import privacy_gated_training
 
         state = privacy_gated_training(config=config, return_state=True)
@@ -100,6 +128,26 @@ def _run(args: argparse.Namespace) -> int:
     else:
         _print_run(data, state.message or "")
     return EXIT_OK if data["promoted"] else EXIT_BLOCKED
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    """Send everything written to stdout to stderr, subprocesses included.
+
+    Prefect, MLflow and the ephemeral API server print to stdout here and there; `--json`
+    promises exactly one object there. Redirecting the file descriptor (not only
+    `sys.stdout`) also covers child processes and C-level writes.
+    """
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def _print_run(summary: dict[str, Any], message: str) -> None:

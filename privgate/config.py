@@ -5,8 +5,9 @@ CLI's `--set dotted.key=value` overrides and the flow's parameter schema, so the
 UI renders it as a form (descriptions become help text, `Literal` becomes a dropdown).
 
 `PrivacyPolicy` holds the gate thresholds. It lives in its own reviewed file
-(`configs/policy.yaml`) that the config points to, because the people who may weaken a
-gate are not the people who tune a learning rate.
+(`configs/policy.yaml`, or `$PRIVGATE_POLICY`) outside the config, because the people
+who may weaken a gate are not the people who tune a learning rate: no `--set` and no
+field of the UI form reaches it.
 """
 
 from __future__ import annotations
@@ -99,6 +100,13 @@ class PiiConfig(_Model):
     )
     score_threshold: float = Field(
         default=0.5, ge=0.0, le=1.0, description="Presidio `score_threshold` for a finding."
+    )
+    redact_score_threshold: float = Field(
+        default=0.3,
+        ge=0.0,
+        le=1.0,
+        description="Score from which an entity in free text is redacted; below the scan's "
+        "and the re-scan's, because redaction should err towards removing.",
     )
     language: str = Field(default="en", description="Presidio language code.")
     spacy_model: str = Field(
@@ -294,10 +302,6 @@ class PipelineConfig(_Model):
     training: TrainingConfig
     audit: AuditConfig = Field(default_factory=AuditConfig)  # type: ignore[arg-type]
     registry: RegistryConfig = Field(default_factory=RegistryConfig)  # type: ignore[arg-type]
-    policy_file: str = Field(
-        default="configs/policy.yaml",
-        description="Reviewed privacy policy holding every gate threshold.",
-    )
 
     @model_validator(mode="after")
     def _columns_are_consistent(self) -> PipelineConfig:
@@ -328,8 +332,19 @@ class PrivacyPolicy(_Model):
     max_epsilon: float = Field(gt=0.0, description="Spent epsilon must be <= this.")
     max_delta: float = Field(gt=0.0, lt=1.0, description="Delta must be <= this and < 1/n.")
     min_k: int = Field(ge=1, description="Smallest equivalence class must hold >= min_k rows.")
+    quasi_identifiers: list[str] = Field(
+        min_length=1,
+        description="Columns k is measured over wherever they remain (a config cannot "
+        "shrink this set by declaring fewer quasi-identifiers).",
+    )
     max_residual_pii_findings: int = Field(
         default=0, ge=0, description="Direct-identifier findings allowed after anonymization."
+    )
+    residual_pii_entities: list[Annotated[str, Field(pattern=r"^[A-Z][A-Z0-9_]*$")]] = Field(
+        min_length=1, description="Presidio entities the residual-PII re-scan looks for."
+    )
+    residual_pii_score_threshold: float = Field(
+        ge=0.0, le=1.0, description="Presidio score from which a re-scan finding counts."
     )
     min_accuracy: float = Field(ge=0.0, le=1.0, description="Held-out accuracy floor.")
     max_mia_auc: float = Field(ge=0.5, le=1.0, description="Membership-inference AUC ceiling.")
@@ -419,13 +434,16 @@ def load_config(path: Path | None = None, overrides: list[str] | None = None) ->
         raise _explain(exc, f"config {source}") from None
 
 
-def load_policy(config: PipelineConfig) -> PrivacyPolicy:
-    """Load the privacy policy the config points to.
+def load_policy(path: Path | None = None) -> PrivacyPolicy:
+    """Load the privacy policy: `path`, else `$PRIVGATE_POLICY`, else configs/policy.yaml.
+
+    The policy is chosen by whoever operates privgate (a CLI flag, the worker's
+    environment), never by the config: `--set` and the Prefect UI form cannot swap it.
 
     Raises:
         ConfigError: naming the policy file and the offending keys.
     """
-    path = resolve_path(config.policy_file)
+    path = path or resolve_path(os.environ.get("PRIVGATE_POLICY", "configs/policy.yaml"))
     raw = _read_yaml(path, "policy")
     try:
         return PrivacyPolicy.model_validate(raw)

@@ -14,6 +14,7 @@ reach logs, Prefect state messages and terminals.
 from __future__ import annotations
 
 import os
+import sys
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -51,7 +52,9 @@ def withheld(stage: str) -> Iterator[None]:
     Third-party messages quote data (pandas: "could not convert string to float:
     '<a cell>'"), and a stage's exception ends up in logs and in the Prefect database.
     privgate's own errors pass unchanged: their messages never hold values.
-    `PRIVGATE_DEBUG=1` lets the original through, for a developer's own terminal.
+    `PRIVGATE_DEBUG=1` prints the original traceback to this process's own stderr, and
+    still raises the withheld error: the exception itself would reach Prefect's
+    database and any remote API.
     """
     try:
         yield
@@ -59,7 +62,7 @@ def withheld(stage: str) -> Iterator[None]:
         raise
     except Exception as exc:
         if os.environ.get("PRIVGATE_DEBUG") == "1":
-            raise
+            traceback.print_exception(exc, file=sys.__stderr__)
         frames = traceback.extract_tb(exc.__traceback__)
         where = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
         raise StageError(

@@ -31,12 +31,22 @@ log = logging.getLogger(__name__)
 
 ColumnKind = Literal["direct_identifier", "quasi_identifier", "free_text", "clean"]
 Span = tuple[int, int, str]  # start, end, entity type
+# Mean words per cell from which a re-scanned column is read as prose, without context.
+_TEXT_WORDS = 6.0
 # Entities Presidio takes from spaCy's NER rather than from patterns.
 NER_ENTITIES = frozenset({"PERSON", "LOCATION", "DATE_TIME", "NRP", "ORGANIZATION"})
 # spaCy NER labels that name no person, place or date.
 _UNMAPPED_SPACY_LABELS = (
-    "CARDINAL", "ORDINAL", "QUANTITY", "MONEY", "PERCENT", "PRODUCT", "EVENT",
-    "WORK_OF_ART", "LAW", "LANGUAGE",
+    "CARDINAL",
+    "ORDINAL",
+    "QUANTITY",
+    "MONEY",
+    "PERCENT",
+    "PRODUCT",
+    "EVENT",
+    "WORK_OF_ART",
+    "LAW",
+    "LANGUAGE",
 )
 
 
@@ -115,10 +125,15 @@ class PiiEngine:
         self._batch = BatchAnalyzerEngine(self._analyzer)
         self.language = language
         self.score_threshold = score_threshold
-        self._cache: dict[tuple[str, frozenset[str], tuple[str, ...]], tuple[Span, ...]] = {}
+        self._cache: dict[tuple[str, frozenset[str], tuple[Any, ...]], tuple[Span, ...]] = {}
 
     def analyze(
-        self, texts: Iterable[str], *, entities: Collection[str], context: Sequence[str] = ()
+        self,
+        texts: Iterable[str],
+        *,
+        entities: Collection[str],
+        context: Sequence[str] = (),
+        score_threshold: float | None = None,
     ) -> list[tuple[Span, ...]]:
         """Return the spans found in each text, analyzing each distinct text once.
 
@@ -126,7 +141,8 @@ class PiiEngine:
         them: a bare `617-555-0123` scores 0.4 as a phone, 0.75 under a `phone` column.
         """
         texts = list(texts)
-        wanted, ctx = frozenset(entities), tuple(context)
+        threshold = self.score_threshold if score_threshold is None else score_threshold
+        wanted, ctx = frozenset(entities), (threshold, *context)
         todo = list(dict.fromkeys(t for t in texts if (t, wanted, ctx) not in self._cache))
         if todo:
             results = self._batch.analyze_iterator(
@@ -134,8 +150,8 @@ class PiiEngine:
                 language=self.language,
                 batch_size=256,
                 entities=sorted(wanted),
-                score_threshold=self.score_threshold,
-                context=list(ctx) or None,
+                score_threshold=threshold,
+                context=list(context) or None,
             )
             for text, found in zip(todo, results, strict=True):
                 self._cache[(text, wanted, ctx)] = tuple(
@@ -259,20 +275,36 @@ def count_findings(
     engine: PiiEngine,
     entities: Collection[str],
     columns: Sequence[str] | None = None,
+    score_threshold: float | None = None,
 ) -> dict[str, int]:
-    """Count the cells of each column holding at least one of `entities` (every cell)."""
+    """Count the cells of each column holding at least one of `entities` (every cell).
+
+    Short cells are analyzed with their column's name as context, as in the scan, so a
+    bare phone number under `phone` scores as one.
+    """
     counts: dict[str, int] = {}
     for name in columns if columns is not None else list(frame.columns):
         cells = _cells(frame[name])
         distinct = cells.value_counts()
-        spans = engine.analyze(distinct.index.tolist(), entities=entities)
+        is_text = _mean_words(distinct.index.to_series()) >= _TEXT_WORDS
+        spans = engine.analyze(
+            distinct.index.tolist(),
+            entities=entities,
+            context=[] if is_text else _context_words(str(name)),
+            score_threshold=score_threshold,
+        )
         hits = np.array([bool(s) for s in spans], dtype=bool)
         counts[str(name)] = int(distinct.to_numpy()[hits].sum()) if len(hits) else 0
     return counts
 
 
 def redact_texts(
-    texts: pd.Series, *, engine: PiiEngine, entities: Collection[str], max_passes: int = 4
+    texts: pd.Series,
+    *,
+    engine: PiiEngine,
+    entities: Collection[str],
+    score_threshold: float | None = None,
+    max_passes: int = 4,
 ) -> pd.Series:
     """Replace every detected entity in each text with a typed placeholder (`<PERSON>`).
 
@@ -292,7 +324,7 @@ def redact_texts(
         if not pending:
             break
         current = [final[text] for text in pending]
-        spans = engine.analyze(current, entities=entities)
+        spans = engine.analyze(current, entities=entities, score_threshold=score_threshold)
         changed = []
         for original, text, found in zip(pending, current, spans, strict=True):
             if not found:

@@ -120,7 +120,9 @@ def log_and_register(
             # Signature column names come from the anonymized schema's feature list; no
             # input_example: an example would be a real row.
             signature = ModelSignature(
-                inputs=Schema([ColSpec("string", f["name"]) for f in model_spec["feature_spec"]["features"]]),
+                inputs=Schema(
+                    [ColSpec("string", f["name"]) for f in model_spec["feature_spec"]["features"]]
+                ),
                 outputs=Schema([ColSpec("double", "probability"), ColSpec("long", "prediction")]),
             )
             with warnings.catch_warnings():
@@ -134,7 +136,9 @@ def log_and_register(
                     pip_requirements=_pip_requirements(),
                 )
     version = str(info.registered_model_version)
-    client.set_model_version_tag(model_name, version, STATUS_TAG, "approved" if approved else "rejected")
+    client.set_model_version_tag(
+        model_name, version, STATUS_TAG, "approved" if approved else "rejected"
+    )
     for gate, passed in gate_tags.items():
         client.set_model_version_tag(
             model_name, version, GATE_TAG_PREFIX + gate, "passed" if passed else "failed"
@@ -244,7 +248,9 @@ def show_model(name: str, version: str | None = None, alias: str = "champion") -
             mv, resolved = max(versions, key=lambda v: int(v.version)), "latest"
     except MlflowException as exc:
         what = f"version {version} of " if version else ""
-        raise RegistryError(f"{what}registered model {name!r} not found ({exc.error_code})") from None
+        raise RegistryError(
+            f"{what}registered model {name!r} not found ({exc.error_code})"
+        ) from None
     summary = _version_summary(client, mv, aliases.get(str(mv.version), []))
     summary["resolved_by"] = resolved
     return summary

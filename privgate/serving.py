@@ -40,7 +40,10 @@ class PrivgateClassifier(PythonModel):
         x = encode(pd.DataFrame(model_input), self.feature_spec, generalized=False)
         probability = predict_proba(self.network, x)
         return pd.DataFrame(
-            {"probability": probability.astype(float), "prediction": (probability >= 0.5).astype(int)}
+            {
+                "probability": probability.astype(float),
+                "prediction": (probability >= 0.5).astype(int),
+            }
         )
 
 

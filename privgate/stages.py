@@ -29,8 +29,8 @@ from privgate.features import build_feature_spec, encode, encode_labels, input_w
 from privgate.home import resolve_path
 from privgate.ingest import read_table, sha256_file
 from privgate.kanon import measure_k
-from privgate.registry import Registration, log_and_register
 from privgate.pii import PiiEngine, ScanReport, count_findings, get_engine, scan_table
+from privgate.registry import Registration, log_and_register
 from privgate.training import TrainedModel, accuracy, per_example_loss, train_model
 from privgate.validation import ValidationReport, public_domains, validate_table
 
@@ -156,31 +156,39 @@ def anonymize(tables: Tables, report: ScanReport, config: PipelineConfig) -> Ano
         anonymization=config.anonymization,
         engine=engine_for(config),
         redact_entities=config.pii.entities,
+        redact_score_threshold=config.pii.redact_score_threshold,
         key=anon.load_pseudonym_key(config.anonymization.pseudonym_key_env),
     )
     return Anonymized(frame, result)
 
 
-def verify(anonymized: Anonymized, config: PipelineConfig) -> Verification:
-    """Re-scan every remaining text cell for direct identifiers and re-measure k."""
+def verify(anonymized: Anonymized, config: PipelineConfig, policy: PrivacyPolicy) -> Verification:
+    """Re-scan every remaining cell for the policy's entities and re-measure k.
+
+    k is measured over the policy's quasi-identifiers wherever they remain, not over the
+    ones the config chose to generalize: a config cannot shrink what k is judged on.
+    """
     frame = anonymized.frame
-    quasi = list(config.anonymization.quasi_identifiers)
+    quasi = [c for c in policy.quasi_identifiers if c in frame.columns]
+    generalized = set(config.anonymization.quasi_identifiers) | set(quasi)
     # Every remaining text column is re-scanned, every distinct cell of it; columns whose
     # every cell is provably a token or a mask (a full-match regex per cell) are not sent
     # through Presidio: tens of thousands of unique tokens would cost minutes, find nothing.
     scanned = [
         c
         for c in frame.columns
-        if c not in quasi
-        and c != config.data.target
-        and not anon.is_token_or_mask(frame[c])
+        if c not in generalized and c != config.data.target and not anon.is_token_or_mask(frame[c])
     ]
+    engine = engine_for(config)
     findings = count_findings(
         frame,
-        engine=engine_for(config),
-        entities=config.pii.direct_identifier_entities,
+        engine=engine,
+        entities=policy.residual_pii_entities,
         columns=scanned,
+        score_threshold=policy.residual_pii_score_threshold,
     )
+    # The analysis cache holds raw texts; a long-lived worker must not keep them.
+    engine.clear_cache()
     return Verification(findings, measure_k(frame, quasi))
 
 
@@ -207,7 +215,7 @@ def train(anonymized: Anonymized, tables: Tables, config: PipelineConfig) -> Tra
     frame = anonymized.frame
     rng = np.random.default_rng(training.seed)
     order = rng.permutation(len(frame))
-    n_holdout = int(round(len(frame) * training.holdout_fraction))
+    n_holdout = round(len(frame) * training.holdout_fraction)
     holdout, members = frame.iloc[order[:n_holdout]], frame.iloc[order[n_holdout:]]
     target, positive = config.data.target, config.data.positive_labels
 
@@ -278,7 +286,12 @@ def model_spec(trained: Trained, config: PipelineConfig) -> dict[str, Any]:
     }
 
 
-def summary_metrics(trained: Trained, attack: MembershipInferenceResult, verification: Verification, anonymized: Anonymized) -> dict[str, float]:
+def summary_metrics(
+    trained: Trained,
+    attack: MembershipInferenceResult,
+    verification: Verification,
+    anonymized: Anonymized,
+) -> dict[str, float]:
     """Return the run's aggregate metrics, for MLflow."""
     kanon = anonymized.report.kanon
     return {
@@ -360,7 +373,8 @@ def register(
             ).items()
             if math.isfinite(v)
         },
-        epoch_metrics={"train_loss": trained.model.epoch_loss},
+        # No per-epoch training loss: an unnoised statistic of the members, outside epsilon.
+        epoch_metrics={},
         tags={**lineage, "privgate.status": "approved" if gates.passed else "rejected"},
         gate_tags={r.name: r.passed for r in gates.results},
         approved=gates.passed,

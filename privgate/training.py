@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import secrets
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -83,17 +84,19 @@ def train_model(x: np.ndarray, y: np.ndarray, *, training: TrainingConfig) -> Tr
         raise ConfigError(
             f"{n} training rows is fewer than training.batch_size={training.batch_size}"
         )
+    # The config seed makes initialization and splits reproducible. It must not drive
+    # DP-SGD's randomness: the seed is published in the config, and noise or a Poisson
+    # sample reproducible from it would protect no one. Those draw from fresh secrets.
     torch.manual_seed(training.seed)
-    generator = torch.Generator().manual_seed(training.seed)
+    dp = training.dp
+    seed = secrets.randbits(63) if dp.enabled else training.seed
+    generator = torch.Generator().manual_seed(seed)
     network = build_network(
         model=training.model, input_width=x.shape[1], hidden_units=training.hidden_units
     )
     dataset = TensorDataset(torch.from_numpy(x), torch.from_numpy(y))
-    loader = DataLoader(
-        dataset, batch_size=training.batch_size, shuffle=True, generator=generator
-    )
+    loader = DataLoader(dataset, batch_size=training.batch_size, shuffle=True, generator=generator)
     optimizer = torch.optim.Adam(network.parameters(), lr=training.learning_rate)
-    dp = training.dp
     engine = None
     if dp.enabled:
         ModuleValidator.validate(network, strict=True)
@@ -110,6 +113,9 @@ def train_model(x: np.ndarray, y: np.ndarray, *, training: TrainingConfig) -> Tr
                 epochs=training.epochs,
                 max_grad_norm=dp.max_grad_norm,
                 poisson_sampling=True,
+                noise_generator=None
+                if dp.secure_mode
+                else torch.Generator().manual_seed(secrets.randbits(63)),
             )
     with warnings.catch_warnings():
         # Opacus's hooks see no gradient w.r.t. the first layer's input (it is data) and
@@ -165,10 +171,12 @@ def _run_epochs(
     for _ in range(epochs):
         total, seen = 0.0, 0
         for xb, yb in loader:
-            if len(xb) == 0:  # Poisson sampling can draw an empty batch
-                continue
+            # Poisson sampling can draw an empty batch. It still takes a step: Opacus adds
+            # noise to a zero gradient, and skipping it would make the number of noised
+            # steps depend on the data.
             optimizer.zero_grad()
-            loss = loss_fn(network(xb).squeeze(-1), yb)
+            logits = network(xb).squeeze(-1)
+            loss = loss_fn(logits, yb) if len(xb) else logits.sum()
             loss.backward()
             optimizer.step()
             steps += 1

@@ -16,6 +16,7 @@ encoder) needs none of it.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import numbers
 import os
@@ -336,6 +337,9 @@ def _run_suite(frame: pd.DataFrame, suite: gx.ExpectationSuite) -> Any:
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
+    # GX announces at INFO each temporary docs folder it makes (and removes); we build no
+    # Data Docs, so that is noise in the run log.
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
     datasource = context.data_sources.add_pandas(_DATASOURCE)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from audits.gates import GateReport
-from audits.membership_inference import MembershipInferenceResult
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
+from audits.gates import GateReport
+from audits.membership_inference import MembershipInferenceResult
 from privgate import stages
 from privgate.config import PipelineConfig, PrivacyPolicy
 from privgate.errors import withheld
@@ -22,7 +22,9 @@ def audit_membership_inference(
         result = stages.audit(trained, config)
     get_run_logger().info(
         "membership inference (%s): AUC %.4f, TPR@1%%FPR %.4f",
-        result.attack, result.mia_auc, result.mia_tpr_at_1pct_fpr,
+        result.attack,
+        result.mia_auc,
+        result.mia_tpr_at_1pct_fpr,
     )
     return result
 

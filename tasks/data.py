@@ -19,7 +19,9 @@ def ingest_tables(config: PipelineConfig) -> stages.Tables:
         tables = stages.ingest(config)
     get_run_logger().info(
         "read %d training rows x %d columns and %d test rows",
-        len(tables.train), tables.train.shape[1], len(tables.test),
+        len(tables.train),
+        tables.train.shape[1],
+        len(tables.test),
     )
     return tables
 

@@ -6,7 +6,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
 from privgate import stages
-from privgate.config import PipelineConfig
+from privgate.config import PipelineConfig, PrivacyPolicy
 from privgate.errors import withheld
 from privgate.pii import ScanReport
 from tasks._options import IN_MEMORY
@@ -59,13 +59,14 @@ def anonymize_records(
 
 @task(name="verify-anonymization", **IN_MEMORY)
 def verify_anonymization(
-    anonymized: stages.Anonymized, config: PipelineConfig
+    anonymized: stages.Anonymized, config: PipelineConfig, policy: PrivacyPolicy
 ) -> stages.Verification:
     """Re-scan the anonymized table for direct identifiers and re-measure k."""
     with withheld("verify-anonymization"):
-        verification = stages.verify(anonymized, config)
+        verification = stages.verify(anonymized, config, policy)
     get_run_logger().info(
         "residual direct-identifier cells: %d; k measured: %d",
-        verification.residual_total, verification.k_measured,
+        verification.residual_total,
+        verification.k_measured,
     )
     return verification

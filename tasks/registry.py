@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from audits.gates import GateReport
-from audits.membership_inference import MembershipInferenceResult
 from prefect import get_run_logger, task
 
+from audits.gates import GateReport
 from privgate import stages
 from privgate.config import PipelineConfig, PrivacyPolicy
 from privgate.errors import withheld
@@ -26,7 +25,8 @@ def register_model(
         registration = stages.register(evidence, gates, config, policy)
     get_run_logger().info(
         "registered %s version %s (%s)",
-        registration.model_name, registration.version,
+        registration.model_name,
+        registration.version,
         "promoted to " + config.registry.alias if registration.promoted else "not promoted",
     )
     return registration

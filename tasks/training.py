@@ -20,7 +20,12 @@ def train_dp_model(
     dp = trained.model.dp
     get_run_logger().info(
         "trained %s on %d rows in %.1f s: epsilon=%.4g delta=%.3g sigma=%.4g, test accuracy %.4f",
-        config.training.model, trained.model.n_train, trained.model.seconds,
-        dp.epsilon, dp.delta, dp.noise_multiplier, trained.test_accuracy,
+        config.training.model,
+        trained.model.n_train,
+        trained.model.seconds,
+        dp.epsilon,
+        dp.delta,
+        dp.noise_multiplier,
+        trained.test_accuracy,
     )
     return trained

@@ -47,7 +47,7 @@ def test_when_an_override_sets_a_list_then_it_is_parsed_as_yaml() -> None:
 
 
 def test_when_an_override_has_no_equals_sign_then_it_is_rejected() -> None:
-    with pytest.raises(ConfigError, match="dotted.key=value"):
+    with pytest.raises(ConfigError, match=r"dotted\.key=value"):
         apply_overrides({}, ["training.epochs"])
 
 
@@ -62,7 +62,7 @@ def test_when_an_override_value_is_invalid_then_the_error_names_the_key() -> Non
 
 
 def test_when_the_config_file_is_missing_then_the_error_names_it(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="nope.yaml"):
+    with pytest.raises(ConfigError, match=r"nope\.yaml"):
         load_config(tmp_path / "nope.yaml")
 
 
@@ -75,7 +75,7 @@ def test_when_the_config_changes_then_its_hash_changes() -> None:
 
 
 def test_when_the_bundled_policy_loads_then_every_threshold_is_set() -> None:
-    policy = load_policy(load_config(HERE / "valid" / "demo.yaml"))
+    policy = load_policy()
 
     assert policy.max_epsilon == 3.0
     assert policy.min_k == 5
@@ -85,13 +85,15 @@ def test_when_the_bundled_policy_loads_then_every_threshold_is_set() -> None:
 def test_when_the_policy_has_an_unknown_key_then_it_is_rejected(tmp_path: Path) -> None:
     policy = tmp_path / "policy.yaml"
     policy.write_text(
-        (HERE.parents[1] / "configs" / "policy.yaml").read_text()
-        + "\nallow_unapproved: true\n"
+        (HERE.parents[1] / "configs" / "policy.yaml").read_text() + "\nallow_unapproved: true\n"
     )
-    config = load_config(HERE / "valid" / "demo.yaml", [f"policy_file={policy}"])
-
     with pytest.raises(ConfigError, match="allow_unapproved"):
-        load_policy(config)
+        load_policy(policy)
+
+
+def test_when_an_override_names_a_policy_file_then_it_is_refused() -> None:
+    with pytest.raises(ConfigError, match="policy_file"):
+        load_config(HERE / "valid" / "demo.yaml", ["policy_file=/tmp/weak.yaml"])
 
 
 def test_every_config_field_is_described_for_the_ui_form() -> None:

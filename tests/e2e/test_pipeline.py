@@ -109,8 +109,13 @@ def test_when_the_default_config_runs_then_the_model_is_promoted(runs: dict) -> 
     assert summary["version"] == "1"
     assert all(g["passed"] for g in summary["gates"])
     assert {g["name"] for g in summary["gates"]} >= {
-        "residual_pii", "k_anonymity", "privacy_budget", "privacy_delta", "utility",
-        "membership_inference_auc", "membership_inference_tpr",
+        "residual_pii",
+        "k_anonymity",
+        "privacy_budget",
+        "privacy_delta",
+        "utility",
+        "membership_inference_auc",
+        "membership_inference_tpr",
     }
     assert 0 < summary["epsilon"] <= 3.0
     assert summary["delta"] == 1e-5
@@ -128,19 +133,27 @@ def test_when_dp_is_disabled_then_the_budget_gate_blocks_and_champion_stays(runs
     assert "privacy_budget" in summary["blocked_by"]
     assert summary["epsilon"] is None  # infinite: no DP
     listing = {v["version"]: v for v in runs["list"].json()[0]["versions"]}
-    assert listing["2"]["status"] == "rejected" and listing["2"]["aliases"] == []
-    assert listing["1"]["status"] == "approved" and listing["1"]["aliases"] == ["champion"]
+    assert listing["2"]["status"] == "rejected"
+    assert listing["2"]["aliases"] == []
+    assert listing["1"]["status"] == "approved"
+    assert listing["1"]["aliases"] == ["champion"]
 
 
 def test_when_a_version_is_shown_then_it_carries_gates_dp_params_and_lineage(runs: dict) -> None:
     shown = runs["show"].json()
 
-    assert shown["version"] == "1" and shown["resolved_by"] == "alias champion"
+    assert shown["version"] == "1"
+    assert shown["resolved_by"] == "alias champion"
     assert shown["status"] == "approved"
     assert set(shown["gates"].values()) == {"passed"}
     assert {
-        "dp.epsilon", "dp.delta", "dp.noise_multiplier", "dp.sample_rate", "dp.steps",
-        "dp.max_grad_norm", "dp.accountant",
+        "dp.epsilon",
+        "dp.delta",
+        "dp.noise_multiplier",
+        "dp.sample_rate",
+        "dp.steps",
+        "dp.max_grad_norm",
+        "dp.accountant",
     } <= set(shown["dp"])
     assert float(shown["dp"]["dp.noise_multiplier"]) > 0
     assert len(shown["lineage"]["privgate.lineage.train_sha256"]) == 64
@@ -181,10 +194,6 @@ def test_when_runs_finish_then_no_canary_reaches_anything_written(runs: dict) ->
 
 
 def test_when_runs_finish_then_no_canary_reaches_the_terminal(runs: dict) -> None:
-    printed = "".join(
-        run.stdout + run.stderr
-        for key, run in runs.items()
-        if isinstance(run, Run)
-    )
+    printed = "".join(run.stdout + run.stderr for key, run in runs.items() if isinstance(run, Run))
 
     assert [n for n in [*NEEDLES, BAD_CATEGORY] if n in printed] == []

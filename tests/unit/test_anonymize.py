@@ -69,7 +69,8 @@ def test_when_no_key_is_configured_then_a_0600_key_file_is_created_once(
     second = load_pseudonym_key("PRIVGATE_TEST_KEY")
 
     key_file = tmp_path / "keys" / "pseudonym.key"
-    assert first == second and len(first) == 32
+    assert first == second
+    assert len(first) == 32
     assert stat.S_IMODE(os.stat(key_file).st_mode) == 0o600
 
 
@@ -79,7 +80,9 @@ def test_when_the_key_variable_is_set_then_it_wins(monkeypatch: pytest.MonkeyPat
     assert load_pseudonym_key("PRIVGATE_TEST_KEY") == b"a-long-enough-secret-value"
 
 
-def test_when_the_key_variable_is_too_short_then_it_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_when_the_key_variable_is_too_short_then_it_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setenv("PRIVGATE_TEST_KEY", "short")
 
     with pytest.raises(ConfigError, match="PRIVGATE_TEST_KEY"):
@@ -110,7 +113,11 @@ def test_when_planning_then_declared_beats_quasi_identifier_beats_target_beats_s
     )
 
     plan = plan_treatments(
-        [c.name for c in scan.columns], scan=scan, anonymization=config, pii=PiiConfig(), target="income"
+        [c.name for c in scan.columns],
+        scan=scan,
+        anonymization=config,
+        pii=PiiConfig(),
+        target="income",
     )
 
     actions = {t.column: (t.action, t.source) for t in plan}
@@ -126,7 +133,9 @@ def test_when_planning_then_declared_beats_quasi_identifier_beats_target_beats_s
     }
 
 
-def test_when_a_table_is_anonymized_then_identifiers_are_gone_and_k_holds(pii_engine: PiiEngine) -> None:
+def test_when_a_table_is_anonymized_then_identifiers_are_gone_and_k_holds(
+    pii_engine: PiiEngine,
+) -> None:
     frame = pd.DataFrame(
         {
             "name": [f"Person {i}" for i in range(40)],
@@ -143,8 +152,12 @@ def test_when_a_table_is_anonymized_then_identifiers_are_gone_and_k_holds(pii_en
         notes=("free_text", "EMAIL_ADDRESS"),
         income=("clean", None),
     )
-    config = AnonymizationConfig(k=5, quasi_identifiers={"age": {"kind": "interval", "widths": [5, 10]}})
-    plan = plan_treatments(list(frame.columns), scan=scan, anonymization=config, pii=PiiConfig(), target="income")
+    config = AnonymizationConfig(
+        k=5, quasi_identifiers={"age": {"kind": "interval", "widths": [5, 10]}}
+    )
+    plan = plan_treatments(
+        list(frame.columns), scan=scan, anonymization=config, pii=PiiConfig(), target="income"
+    )
 
     out, report = anonymize_table(
         frame, plan=plan, anonymization=config, engine=pii_engine, redact_entities=ENTITIES, key=KEY
@@ -154,4 +167,33 @@ def test_when_a_table_is_anonymized_then_identifiers_are_gone_and_k_holds(pii_en
     assert out["email"].str.startswith("tok_").all()
     assert (out["notes"] == "Contact <EMAIL_ADDRESS> about the claim, no rush at all.").all()
     assert measure_k(out, ["age"]) >= 5
-    assert report.kanon.k_achieved >= 5 and report.rows_out == len(out)
+    assert report.kanon.k_achieved >= 5
+    assert report.rows_out == len(out)
+
+
+def test_when_the_key_file_is_readable_by_others_then_it_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PRIVGATE_HOME", str(tmp_path))
+    monkeypatch.delenv("PRIVGATE_TEST_KEY", raising=False)
+    load_pseudonym_key("PRIVGATE_TEST_KEY")
+    (tmp_path / "keys" / "pseudonym.key").chmod(0o644)
+
+    with pytest.raises(ConfigError, match="chmod 600"):
+        load_pseudonym_key("PRIVGATE_TEST_KEY")
+
+
+def test_when_two_first_runs_race_then_both_get_the_same_complete_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    monkeypatch.setenv("PRIVGATE_HOME", str(tmp_path))
+    monkeypatch.delenv("PRIVGATE_TEST_KEY", raising=False)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        keys = list(pool.map(lambda _: load_pseudonym_key("PRIVGATE_TEST_KEY"), range(16)))
+
+    assert len(set(keys)) == 1
+    assert len(keys[0]) == 32
+    assert sorted(p.name for p in (tmp_path / "keys").iterdir()) == ["pseudonym.key"]

@@ -63,4 +63,5 @@ def test_when_sampling_then_both_sides_get_equal_distinct_indices() -> None:
 
     assert len(members) == len(non_members) == 300
     assert len(set(members)) == 300
-    assert members.max() < 1000 and non_members.max() < 300
+    assert members.max() < 1000
+    assert non_members.max() < 300

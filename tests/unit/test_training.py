@@ -16,7 +16,9 @@ from privgate.validation import ColumnDomain
 
 DOMAINS = {
     "age": ColumnDomain(kind="numeric", values=None, min_value=17, max_value=90),
-    "sex": ColumnDomain(kind="categorical", values=("Female", "Male"), min_value=None, max_value=None),
+    "sex": ColumnDomain(
+        kind="categorical", values=("Female", "Male"), min_value=None, max_value=None
+    ),
     "gain": ColumnDomain(kind="numeric", values=None, min_value=0, max_value=99999),
 }
 
@@ -32,7 +34,9 @@ def test_when_a_category_never_occurs_in_the_data_then_it_still_has_a_column() -
 def test_when_a_value_is_out_of_vocabulary_then_it_encodes_as_zeros() -> None:
     spec = build_feature_spec(features=["sex"], domains=DOMAINS, quasi_identifiers={}, levels={})
 
-    assert encode(pd.DataFrame({"sex": ["Other"]}), spec, generalized=False).tolist() == [[0.0, 0.0]]
+    assert encode(pd.DataFrame({"sex": ["Other"]}), spec, generalized=False).tolist() == [
+        [0.0, 0.0]
+    ]
 
 
 def test_when_a_numeric_feature_is_log_scaled_then_it_maps_into_unit_range() -> None:
@@ -48,11 +52,18 @@ def test_when_a_numeric_feature_is_log_scaled_then_it_maps_into_unit_range() -> 
 def test_when_a_quasi_identifier_is_generalized_then_raw_and_generalized_inputs_agree() -> None:
     hierarchy = IntervalHierarchy(widths=[10])
     spec = build_feature_spec(
-        features=["age", "sex"], domains=DOMAINS, quasi_identifiers={"age": hierarchy}, levels={"age": 1}
+        features=["age", "sex"],
+        domains=DOMAINS,
+        quasi_identifiers={"age": hierarchy},
+        levels={"age": 1},
     )
 
-    raw = encode(pd.DataFrame({"age": [37, 52], "sex": ["Female", "Male"]}), spec, generalized=False)
-    pre = encode(pd.DataFrame({"age": ["30-39", "50-59"], "sex": ["Female", "Male"]}), spec, generalized=True)
+    raw = encode(
+        pd.DataFrame({"age": [37, 52], "sex": ["Female", "Male"]}), spec, generalized=False
+    )
+    pre = encode(
+        pd.DataFrame({"age": ["30-39", "50-59"], "sex": ["Female", "Male"]}), spec, generalized=True
+    )
 
     assert np.array_equal(raw, pre)
     assert input_width(spec) == raw.shape[1] == 9 + 2  # ranges 10-19 .. 90-99, and sex
@@ -60,7 +71,10 @@ def test_when_a_quasi_identifier_is_generalized_then_raw_and_generalized_inputs_
 
 def test_when_a_group_hierarchy_is_at_top_level_then_the_feature_is_constant() -> None:
     spec = build_feature_spec(
-        features=["sex"], domains=DOMAINS, quasi_identifiers={"sex": GroupHierarchy()}, levels={"sex": 1}
+        features=["sex"],
+        domains=DOMAINS,
+        quasi_identifiers={"sex": GroupHierarchy()},
+        levels={"sex": 1},
     )
 
     assert spec["features"][0]["vocabulary"] == ["*"]
@@ -86,37 +100,58 @@ def _toy(n: int = 2000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 def test_when_training_with_dp_then_epsilon_meets_the_target_and_noise_is_added() -> None:
     x, y = _toy()
-    config = TrainingConfig(features=["f"], model="logistic", epochs=3, batch_size=128, learning_rate=0.1)
+    config = TrainingConfig(
+        features=["f"], model="logistic", epochs=3, batch_size=128, learning_rate=0.1
+    )
 
     trained = train_model(x, y, training=config)
 
     dp = trained.dp
-    assert dp.enabled and dp.poisson_sampling
+    assert dp.enabled
+    assert dp.poisson_sampling
     assert 0 < dp.epsilon <= config.dp.target_epsilon * 1.01
     assert dp.noise_multiplier > 0
     assert dp.sample_rate == pytest.approx(1 / math.ceil(2000 / 128))  # Opacus: 1 / len(loader)
-    assert dp.steps > 0 and len(trained.epoch_loss) == 3
+    assert dp.steps > 0
+    assert len(trained.epoch_loss) == 3
     assert accuracy(trained.network, x, y) > 0.8
 
 
 def test_when_dp_is_disabled_then_epsilon_is_infinite() -> None:
     x, y = _toy()
-    config = TrainingConfig(features=["f"], model="mlp", epochs=2, batch_size=128, dp={"enabled": False})
+    config = TrainingConfig(
+        features=["f"], model="mlp", epochs=2, batch_size=128, dp={"enabled": False}
+    )
 
     trained = train_model(x, y, training=config)
 
-    assert math.isinf(trained.dp.epsilon) and not trained.dp.enabled
+    assert math.isinf(trained.dp.epsilon)
+    assert not trained.dp.enabled
     assert trained.dp.mlflow_params()["dp.epsilon"] == "inf"
 
 
-def test_when_the_same_seed_is_used_then_training_is_reproducible() -> None:
+def test_when_dp_is_off_then_the_same_seed_reproduces_the_model() -> None:
     x, y = _toy()
-    config = TrainingConfig(features=["f"], model="mlp", epochs=1, batch_size=256)
+    config = TrainingConfig(
+        features=["f"], model="mlp", epochs=1, batch_size=256, dp={"enabled": False}
+    )
 
     first = per_example_loss(train_model(x, y, training=config).network, x, y)
     second = per_example_loss(train_model(x, y, training=config).network, x, y)
 
     assert np.allclose(first, second)
+
+
+def test_when_dp_is_on_then_the_published_seed_does_not_reproduce_the_noise() -> None:
+    # The config seed is public; DP noise and Poisson sampling predictable from it would
+    # let anyone subtract the noise. Two runs with one seed must differ.
+    x, y = _toy()
+    config = TrainingConfig(features=["f"], model="logistic", epochs=1, batch_size=256)
+
+    first = per_example_loss(train_model(x, y, training=config).network, x, y)
+    second = per_example_loss(train_model(x, y, training=config).network, x, y)
+
+    assert not np.allclose(first, second)
 
 
 def test_when_there_are_fewer_rows_than_a_batch_then_training_refuses() -> None:

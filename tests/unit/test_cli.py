@@ -1,0 +1,65 @@
+"""CLI behaviour that needs no pipeline run: exit codes and messages of usage errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from privgate.cli import EXIT_ERROR, main
+
+
+def test_when_arguments_are_wrong_then_the_exit_code_is_1_not_the_gate_code(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as caught:
+        main(["run", "--no-such-flag"])
+
+    assert caught.value.code == EXIT_ERROR
+    assert "--no-such-flag" in capsys.readouterr().err
+
+
+def test_when_demo_rows_is_too_small_then_usage_fails(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as caught:
+        main(["demo-data", "--rows", "1"])
+
+    assert caught.value.code == EXIT_ERROR
+    assert ">= 2" in capsys.readouterr().err
+
+
+def test_when_the_config_is_invalid_then_run_exits_1_with_one_json_object(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("PRIVGATE_HOME", str(tmp_path))
+
+    code = main(["run", "--json", "--set", "training.dp.accountant=moments"])
+
+    out = capsys.readouterr()
+    assert code == EXIT_ERROR
+    assert json.loads(out.out)["promoted"] is False
+    assert "training.dp.accountant" in out.err
+
+
+def test_when_the_registry_is_empty_then_models_list_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("PRIVGATE_HOME", str(tmp_path))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+
+    code = main(["models", "list", "--json"])
+
+    assert code == 0
+    assert json.loads(capsys.readouterr().out) == []
+
+
+def test_when_a_model_does_not_exist_then_models_show_exits_1_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("PRIVGATE_HOME", str(tmp_path))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+
+    code = main(["models", "show", "no-such-model"])
+
+    assert code == EXIT_ERROR
+    assert "no-such-model" in capsys.readouterr().err
