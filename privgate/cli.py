@@ -74,6 +74,18 @@ def _build_parser() -> argparse.ArgumentParser:
     show.add_argument("name")
     show.add_argument("--version", help="version number (default: the champion, else latest)")
     show.add_argument("--json", action="store_true")
+    load = model_commands.add_parser(
+        "load", help="verify the signed approval and every artifact, then load the model"
+    )
+    load.add_argument("name")
+    load.add_argument("--alias", default="champion", help="alias to resolve (default: champion)")
+    load.add_argument("--max-epsilon", type=float, help="refuse a model that spent more epsilon")
+    load.add_argument("--json", action="store_true")
+    verify = model_commands.add_parser(
+        "verify", help="check every aliased version against its signed approval"
+    )
+    verify.add_argument("name", nargs="?", help="one registered model (default: all)")
+    verify.add_argument("--json", action="store_true")
     return parser
 
 
@@ -88,6 +100,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _demo_data(args)
         if args.models_command == "list":
             return _models_list(args)
+        if args.models_command == "load":
+            return _models_load(args)
+        if args.models_command == "verify":
+            return _models_verify(args)
         return _models_show(args)
     except PrivgateError as exc:
         _fail(str(exc), as_json=getattr(args, "json", False))
@@ -208,6 +224,55 @@ def _models_show(args: argparse.Namespace) -> int:
         for key, value in summary.get(section, {}).items():
             print(f"    {key:<34} {value}")
     return EXIT_OK
+
+
+def _models_load(args: argparse.Namespace) -> int:
+    from privgate.consumer import RefusedError, verify_version
+
+    try:
+        verified = verify_version(args.name, alias=args.alias, max_epsilon=args.max_epsilon)
+    except RefusedError as exc:
+        _fail(f"refused: {exc}", as_json=args.json)
+        return EXIT_BLOCKED
+    import mlflow
+
+    # Verified first, deserialized only now (what load_approved_model does, in two steps
+    # so the CLI can report what it checked).
+    mlflow.pyfunc.load_model(str(verified.local_path))
+    summary = {
+        "model_name": verified.model_name,
+        "version": verified.version,
+        "run_id": verified.run_id,
+        "epsilon": verified.attestation.epsilon,
+        "delta": verified.attestation.delta,
+        "key_id": verified.attestation.key_id,
+        "artifacts_verified": len(verified.attestation.artifacts),
+        "loaded": True,
+    }
+    if args.json:
+        print(json.dumps(summary, sort_keys=True))
+    else:
+        print(
+            f"verified and loaded {verified.model_name} version {verified.version}: signature "
+            f"ok (key {verified.attestation.key_id}), {summary['artifacts_verified']} artifact "
+            f"digests ok, epsilon {verified.attestation.epsilon:.4g}"
+        )
+    return EXIT_OK
+
+
+def _models_verify(args: argparse.Namespace) -> int:
+    from privgate.consumer import verify_registry
+
+    rows = verify_registry(args.name)
+    if args.json:
+        print(json.dumps(rows, sort_keys=True))
+    else:
+        if not rows:
+            print("no aliases to verify")
+        for row in rows:
+            verdict = "ok" if row["ok"] else f"REFUSED: {row['reason']}"
+            print(f"{row['model']}@{row['alias']} -> v{row['version']}: {verdict}")
+    return EXIT_OK if all(row["ok"] for row in rows) else EXIT_BLOCKED
 
 
 if __name__ == "__main__":

@@ -45,7 +45,8 @@ def build_feature_spec(
                 f"feature {name!r} (training.features) has no declared domain: add an "
                 "expect_column_values_to_be_in_set or _between expectation for it"
             )
-        entry: dict[str, Any] = {"name": name}
+        # The raw record's type, for the served model's signature.
+        entry: dict[str, Any] = {"name": name, "input": _input_type(domain)}
         hierarchy = quasi_identifiers.get(name)
         level = levels.get(name, 0)
         if hierarchy is not None and level > 0:
@@ -64,6 +65,14 @@ def build_feature_spec(
             }
         entries.append(entry)
     return {"version": 1, "features": entries}
+
+
+def _input_type(domain: Any) -> str:
+    # MLflow will not cast int64 to double ("not safe"): a whole-number domain is long.
+    if domain.kind != "numeric":
+        return "string"
+    whole = float(domain.min_value).is_integer() and float(domain.max_value).is_integer()
+    return "long" if whole else "double"
 
 
 def _domain_values(domain: Any) -> list[Any]:

@@ -7,7 +7,11 @@ variables `MLFLOW_TRACKING_URI`, `PREFECT_API_URL` and `PREFECT_HOME` still win.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -59,3 +63,21 @@ def configure_state_environment() -> Path:
     # Progress bars are terminal noise in a run log.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     return home
+
+
+@contextlib.contextmanager
+def file_lock(name: str) -> Iterator[None]:
+    """Hold an exclusive lock shared by every process using this PRIVGATE_HOME.
+
+    Covers the embedded default and one host; runs on several machines against shared
+    servers are serialized by Prefect concurrency limits instead.
+    """
+    locks = privgate_home() / "locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    path = locks / f"{hashlib.sha256(name.encode()).hexdigest()[:16]}.lock"
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

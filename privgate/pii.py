@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 ColumnKind = Literal["direct_identifier", "quasi_identifier", "free_text", "clean"]
 Span = tuple[int, int, str]  # start, end, entity type
+_MIN_PHONE_DIGITS = 7
 # Mean words per cell from which a re-scanned column is read as prose, without context.
 _TEXT_WORDS = 6.0
 # Entities Presidio takes from spaCy's NER rather than from patterns.
@@ -155,7 +156,9 @@ class PiiEngine:
             )
             for text, found in zip(todo, results, strict=True):
                 self._cache[(text, wanted, ctx)] = tuple(
-                    (r.start, r.end, r.entity_type) for r in found
+                    (r.start, r.end, r.entity_type)
+                    for r in found
+                    if _plausible(text[r.start : r.end], r.entity_type)
                 )
         return [self._cache[(t, wanted, ctx)] for t in texts]
 
@@ -168,6 +171,14 @@ class PiiEngine:
 def get_engine(*, spacy_model: str, language: str, score_threshold: float) -> PiiEngine:
     """Return the process-wide engine for these settings (spaCy loads in seconds)."""
     return PiiEngine(spacy_model=spacy_model, language=language, score_threshold=score_threshold)
+
+
+def _plausible(matched: str, entity: str) -> bool:
+    # phonenumbers accepts short numbers valid in some default region (a `1648` in a
+    # capital-loss column scored as a phone); a reachable phone number has >= 7 digits.
+    if entity == "PHONE_NUMBER":
+        return sum(ch.isdigit() for ch in matched) >= _MIN_PHONE_DIGITS
+    return True
 
 
 def _context_words(name: str) -> list[str]:

@@ -8,6 +8,7 @@ moves only to a version whose every gate passed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -18,11 +19,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from privgate import attestation
 from privgate.errors import RegistryError
-from privgate.home import privgate_home
+from privgate.home import file_lock, privgate_home
 
 STATUS_TAG = "privgate.status"
 GATE_TAG_PREFIX = "privgate.gate."
+SIGNATURE_TAG = "privgate.signature"
+RUN_TAG = "privgate.run_id"
+RUN_KEY_TAG = "privgate.run_key"
+GATE_REPORT_PATH = "reports/gate_report.json"
 
 
 @dataclass(frozen=True)
@@ -41,7 +47,15 @@ def configure_mlflow() -> str:
 
     uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{privgate_home() / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(os.environ.get("MLFLOW_REGISTRY_URI", uri))
+    if uri.startswith("sqlite:"):
+        # Two runs starting on a fresh home would both create the schema and collide
+        # in its migrations; the first creates it under the lock, the rest find it.
+        from mlflow.tracking import MlflowClient
+
+        with file_lock(f"mlflow-init:{uri}"):
+            MlflowClient().search_experiments(max_results=1)
+    # No set_registry_uri: MLflow's registry follows the tracking URI unless the user set
+    # MLFLOW_REGISTRY_URI, and set_registry_uri would export a value that then goes stale.
     return uri
 
 
@@ -77,14 +91,81 @@ def log_and_register(
     epoch_metrics: Mapping[str, list[float]],
     tags: Mapping[str, str],
     gate_tags: Mapping[str, bool],
+    gate_report_json: str,
     approved: bool,
+    epsilon: float,
+    delta: float,
+    policy_sha256: str,
     json_artifacts: Mapping[str, Any],
     text_artifacts: Mapping[str, str],
+    run_key: str,
 ) -> Registration:
-    """Log one training run, register its model as a new version and tag the verdict.
+    """Log one training run, register its model once, sign and promote it if approved.
 
-    The alias moves to the new version only when `approved`.
+    `run_key` identifies the pipeline run: a retried task finds the version it made
+    before instead of registering a second one. The version is created with its verdict
+    tags in one call, so no version is ever visible without a status; an approved
+    version is signed (see `privgate.attestation`) before the alias may move to it.
     """
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    existing = _version_for_run_key(client, model_name, run_key)
+    if existing is not None:
+        version, run_id = str(existing.version), str(existing.run_id)
+    else:
+        run_id, model_uri, model_id = _log_run(
+            experiment=experiment,
+            network=network,
+            model_spec=model_spec,
+            params=params,
+            metrics=metrics,
+            epoch_metrics=epoch_metrics,
+            tags=tags,
+            gate_report_json=gate_report_json,
+            json_artifacts=json_artifacts,
+            text_artifacts=text_artifacts,
+        )
+        version_tags = {
+            STATUS_TAG: "approved" if approved else "rejected",
+            RUN_TAG: run_id,
+            RUN_KEY_TAG: run_key,
+            **{GATE_TAG_PREFIX + g: "passed" if ok else "failed" for g, ok in gate_tags.items()},
+        }
+        _ensure_registered_model(client, model_name)
+        created = client.create_model_version(
+            model_name, source=model_uri, run_id=run_id, tags=version_tags, model_id=model_id
+        )
+        version = str(created.version)
+    promoted = False
+    if approved:
+        _sign_version(
+            client,
+            model_name=model_name,
+            version=version,
+            run_id=run_id,
+            gate_report_json=gate_report_json,
+            epsilon=epsilon,
+            delta=delta,
+            policy_sha256=policy_sha256,
+        )
+        promoted = _promote(client, model_name, alias, version)
+    return Registration(model_name=model_name, version=version, run_id=run_id, promoted=promoted)
+
+
+def _log_run(
+    *,
+    experiment: str,
+    network: Any,
+    model_spec: Mapping[str, Any],
+    params: Mapping[str, str],
+    metrics: Mapping[str, float],
+    epoch_metrics: Mapping[str, list[float]],
+    tags: Mapping[str, str],
+    gate_report_json: str,
+    json_artifacts: Mapping[str, Any],
+    text_artifacts: Mapping[str, str],
+) -> tuple[str, str, str | None]:
     import mlflow
     import torch
     from mlflow.entities import Metric
@@ -108,6 +189,8 @@ def log_and_register(
         ]
         client.log_batch(run_id, metrics=batch, synchronous=True)
         mlflow.set_tags(dict(tags))
+        # Logged as the exact text the attestation hashes.
+        mlflow.log_text(gate_report_json, GATE_REPORT_PATH)
         for name, payload in json_artifacts.items():
             mlflow.log_dict(payload, f"reports/{name}")
         for name, text in text_artifacts.items():
@@ -119,10 +202,9 @@ def log_and_register(
             spec_path.write_text(json.dumps(model_spec, sort_keys=True))
             # Signature column names come from the anonymized schema's feature list; no
             # input_example: an example would be a real row.
+            features = model_spec["feature_spec"]["features"]
             signature = ModelSignature(
-                inputs=Schema(
-                    [ColSpec("string", f["name"]) for f in model_spec["feature_spec"]["features"]]
-                ),
+                inputs=Schema([ColSpec(f.get("input", "string"), f["name"]) for f in features]),
                 outputs=Schema([ColSpec("double", "probability"), ColSpec("long", "prediction")]),
             )
             with warnings.catch_warnings():
@@ -132,21 +214,99 @@ def log_and_register(
                     python_model=serving.__file__,
                     artifacts={"weights": str(weights), "model_spec": str(spec_path)},
                     signature=signature,
-                    registered_model_name=model_name,
                     pip_requirements=_pip_requirements(),
                 )
-    version = str(info.registered_model_version)
-    client.set_model_version_tag(
-        model_name, version, STATUS_TAG, "approved" if approved else "rejected"
-    )
-    for gate, passed in gate_tags.items():
-        client.set_model_version_tag(
-            model_name, version, GATE_TAG_PREFIX + gate, "passed" if passed else "failed"
+    return run_id, info.model_uri, getattr(info, "model_id", None)
+
+
+def _ensure_registered_model(client: Any, name: str) -> None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        # Another run may create it between our lookup and create: both outcomes are fine.
+        with contextlib.suppress(MlflowException):
+            client.create_registered_model(name)
+
+
+def _version_for_run_key(client: Any, name: str, run_key: str) -> Any | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        versions = client.search_model_versions(f"name='{name}'")
+    except MlflowException:
+        return None
+    return next((v for v in versions if (v.tags or {}).get(RUN_KEY_TAG) == run_key), None)
+
+
+def _sign_version(
+    client: Any,
+    *,
+    model_name: str,
+    version: str,
+    run_id: str,
+    gate_report_json: str,
+    epsilon: float,
+    delta: float,
+    policy_sha256: str,
+) -> None:
+    import mlflow
+
+    key = attestation.load_signing_key()
+    with tempfile.TemporaryDirectory() as tmp:
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=f"models:/{model_name}/{version}", dst_path=tmp
         )
-    client.set_model_version_tag(model_name, version, "privgate.run_id", run_id)
-    if approved:
+        digests = attestation.digest_tree(Path(local))
+    statement = attestation.Attestation(
+        model_name=model_name,
+        version=version,
+        run_id=run_id,
+        artifacts=digests,
+        gate_report_sha256=attestation.sha256_bytes(gate_report_json.encode()),
+        epsilon=epsilon,
+        delta=delta,
+        policy_sha256=policy_sha256,
+        key_id=attestation.key_id(key.public_key()),
+    )
+    client.log_text(run_id, statement.payload().decode(), attestation_path(version))
+    client.set_model_version_tag(
+        model_name, version, SIGNATURE_TAG, attestation.sign(statement, key)
+    )
+
+
+def log_run_text(run_id: str, text: str, path: str) -> None:
+    """Log `text` as an artifact of an existing (possibly finished) run."""
+    from mlflow.tracking import MlflowClient
+
+    MlflowClient().log_text(run_id, text, path)
+
+
+def attestation_path(version: str) -> str:
+    """Return the run-artifact path of a version's attestation."""
+    return f"attestation/v{version}.json"
+
+
+def _promote(client: Any, model_name: str, alias: str, version: str) -> bool:
+    """Move `alias` to `version` unless a newer approved version already holds it.
+
+    Two runs finishing together must not lose an update: under the lock, the alias only
+    moves forward, so the older run finishing last leaves the newer champion in place.
+    """
+    from mlflow.exceptions import MlflowException
+
+    with file_lock(f"promote:{model_name}"):
+        try:
+            current = client.get_model_version_by_alias(model_name, alias)
+        except MlflowException:
+            current = None
+        if current is not None and int(current.version) > int(version):
+            tags = current.tags or {}
+            if tags.get(STATUS_TAG) == "approved" and tags.get(SIGNATURE_TAG):
+                return False
         client.set_registered_model_alias(model_name, alias, version)
-    return Registration(model_name=model_name, version=version, run_id=run_id, promoted=approved)
+        return True
 
 
 def _pip_requirements() -> list[str]:

@@ -29,8 +29,9 @@ from privgate.features import build_feature_spec, encode, encode_labels, input_w
 from privgate.home import resolve_path
 from privgate.ingest import read_table, sha256_file
 from privgate.kanon import measure_k
+from privgate.model_card import render_model_card
 from privgate.pii import PiiEngine, ScanReport, count_findings, get_engine, scan_table
-from privgate.registry import Registration, log_and_register
+from privgate.registry import Registration, log_and_register, log_run_text
 from privgate.training import TrainedModel, accuracy, per_example_loss, train_model
 from privgate.validation import ValidationReport, public_domains, validate_table
 
@@ -77,6 +78,7 @@ class Trained:
     model: TrainedModel
     feature_spec: dict[str, Any]
     test_accuracy: float
+    baseline_accuracy: float | None
     members: tuple[np.ndarray, np.ndarray]
     non_members: tuple[np.ndarray, np.ndarray]
 
@@ -227,10 +229,19 @@ def train(anonymized: Anonymized, tables: Tables, config: PipelineConfig) -> Tra
         raise DataError(f"the training table holds one class only in {target!r} (data.target)")
     model = train_model(x_train, y_train, training=training)
     x_test, y_test = xy(tables.test, generalized=False)
+    baseline_accuracy = None
+    if training.dp.enabled:
+        # The same model, split and data without DP, never registered: what privacy costs.
+        plain = training.model_copy(
+            update={"dp": training.dp.model_copy(update={"enabled": False})}
+        )
+        baseline = train_model(x_train, y_train, training=plain)
+        baseline_accuracy = accuracy(baseline.network, x_test, y_test)
     return Trained(
         model=model,
         feature_spec=spec,
         test_accuracy=accuracy(model.network, x_test, y_test),
+        baseline_accuracy=baseline_accuracy,
         members=(x_train, y_train),
         non_members=xy(holdout, generalized=True),
     )
@@ -296,6 +307,9 @@ def summary_metrics(
     kanon = anonymized.report.kanon
     return {
         "accuracy": trained.test_accuracy,
+        "baseline_accuracy": math.nan
+        if trained.baseline_accuracy is None
+        else trained.baseline_accuracy,
         "epsilon": trained.model.dp.epsilon,
         "mia_auc": attack.mia_auc,
         "mia_tpr_at_1pct_fpr": attack.mia_tpr_at_1pct_fpr,
@@ -332,9 +346,18 @@ class RunEvidence:
 
 
 def register(
-    evidence: RunEvidence, gates: GateReport, config: PipelineConfig, policy: PrivacyPolicy
+    evidence: RunEvidence,
+    gates: GateReport,
+    config: PipelineConfig,
+    policy: PrivacyPolicy,
+    *,
+    run_key: str,
 ) -> Registration:
-    """Log the run, register the model version, tag its verdict, move the alias if approved."""
+    """Log the run, register the model version once, sign and promote it if approved.
+
+    `run_key` names the pipeline run (Prefect's flow-run id): a retried registration
+    finds its version instead of making a second one.
+    """
     trained = evidence.trained
     params = {
         **trained.model.dp.mlflow_params(),
@@ -359,7 +382,7 @@ def register(
         verification=evidence.verification,
         membership_inference=evidence.attack,
     )
-    return log_and_register(
+    registration = log_and_register(
         model_name=policy.registered_model_name,
         alias=config.registry.alias,
         experiment=config.registry.experiment,
@@ -375,13 +398,85 @@ def register(
         },
         # No per-epoch training loss: an unnoised statistic of the members, outside epsilon.
         epoch_metrics={},
-        tags={**lineage, "privgate.status": "approved" if gates.passed else "rejected"},
+        tags=lineage,
         gate_tags={r.name: r.passed for r in gates.results},
+        gate_report_json=json.dumps(gates.to_dict(), sort_keys=True, indent=2),
         approved=gates.passed,
+        epsilon=trained.model.dp.epsilon,
+        delta=trained.model.dp.delta,
+        policy_sha256=policy.sha256(),
         json_artifacts={f"{name}.json": payload for name, payload in reports.items()}
-        | {"gate_report.json": gates.to_dict(), "config.json": config.model_dump(mode="json")},
+        | {"config.json": config.model_dump(mode="json")},
         text_artifacts={"gate_report.md": gates.to_markdown()},
+        run_key=run_key,
     )
+    card_md, card_html = render_model_card(
+        model_card_facts(evidence, gates, config, registration, lineage)
+    )
+    log_run_text(registration.run_id, card_md, f"model_card/v{registration.version}.md")
+    log_run_text(registration.run_id, card_html, f"model_card/v{registration.version}.html")
+    return registration
+
+
+def model_card_facts(
+    evidence: RunEvidence,
+    gates: GateReport,
+    config: PipelineConfig,
+    registration: Registration,
+    lineage: dict[str, str],
+) -> dict[str, Any]:
+    """Return the aggregates a model card is rendered from (no values)."""
+    trained, report = evidence.trained, evidence.anonymized.report
+    findings = {c.name: c for c in evidence.scan.columns}
+    dp = asdict(trained.model.dp)
+    kanon = report.kanon
+    return {
+        "model": {
+            "name": registration.model_name,
+            "version": registration.version,
+            "run_id": registration.run_id,
+            "status": "approved" if gates.passed else "rejected",
+        },
+        "data": {
+            "rows_in": report.rows_in,
+            "rows_out": report.rows_out,
+            "columns": [
+                {
+                    "name": t.column,
+                    "kind": t.kind,
+                    "entities": findings[t.column].entities if t.column in findings else {},
+                    "action": t.action,
+                    "source": t.source,
+                }
+                for t in report.treatments
+            ],
+            "k_target": kanon.k_target,
+            "k_achieved": evidence.verification.k_measured,
+            "suppressed_rows": kanon.suppressed_rows,
+            "information_loss": kanon.information_loss,
+            "levels": kanon.level_labels,
+        },
+        "training": {
+            "model": config.training.model,
+            "epochs": config.training.epochs,
+            "batch_size": config.training.batch_size,
+            "dp": {**dp, "epsilon": dp["epsilon"] if math.isfinite(dp["epsilon"]) else None},
+        },
+        "audit": {**evidence.attack.to_dict(), "empirical_epsilon_lower_bound": None},
+        "utility": {
+            "accuracy": trained.test_accuracy,
+            "baseline_accuracy": trained.baseline_accuracy,
+        },
+        "gates": gates.to_dict()["gates"],
+        "lineage": {k.removeprefix("privgate.lineage."): v for k, v in lineage.items()},
+        "notes": [
+            "Epsilon and delta cover the model weights (DP-SGD with Poisson sampling, noise "
+            "from secret seeds). Accuracy, k, suppression, the generalization levels chosen "
+            "from the data and the audit metrics are released outside that guarantee.",
+            "Utility is measured on the held-out Adult test file; the baseline is the same "
+            "model trained without DP on the same split, and is not registered.",
+        ],
+    }
 
 
 def _code_version() -> str:

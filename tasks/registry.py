@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from prefect import get_run_logger, task
+from prefect.runtime import flow_run
 
 from audits.gates import GateReport
 from privgate import stages
@@ -21,8 +22,9 @@ def register_model(
     policy: PrivacyPolicy,
 ) -> Registration:
     """Log the run to MLflow, register a version, tag its verdict, move the alias if approved."""
+    # The flow run's id keys the registration: a retry finds its version, never a second.
     with withheld("register-model"):
-        registration = stages.register(evidence, gates, config, policy)
+        registration = stages.register(evidence, gates, config, policy, run_key=str(flow_run.id))
     get_run_logger().info(
         "registered %s version %s (%s)",
         registration.model_name,

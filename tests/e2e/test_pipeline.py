@@ -97,6 +97,11 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     }
     results["show"] = _privgate(home, "models", "show", "privgate-adult-income", "--json")
     results["list"] = _privgate(home, "models", "list", "--json")
+    results["load"] = _privgate(home, "models", "load", "privgate-adult-income", "--json")
+    results["load_strict"] = _privgate(
+        home, "models", "load", "privgate-adult-income", "--max-epsilon", "0.5", "--json"
+    )
+    results["verify"] = _privgate(home, "models", "verify", "--json")
     return {"home": home, "inputs": {train, test, bad / "train.csv"}, **results}
 
 
@@ -197,3 +202,127 @@ def test_when_runs_finish_then_no_canary_reaches_the_terminal(runs: dict) -> Non
     printed = "".join(run.stdout + run.stderr for key, run in runs.items() if isinstance(run, Run))
 
     assert [n for n in [*NEEDLES, BAD_CATEGORY] if n in printed] == []
+
+
+def test_when_a_consumer_loads_the_champion_then_signature_and_digests_check_out(
+    runs: dict,
+) -> None:
+    loaded: Run = runs["load"]
+
+    assert loaded.code == 0, loaded.stderr[-2000:]
+    summary = loaded.json()
+    assert summary["loaded"] is True
+    assert summary["version"] == "1"
+    assert summary["artifacts_verified"] >= 5
+    assert runs["verify"].code == 0
+    assert [row["ok"] for row in runs["verify"].json()] == [True]
+
+
+def test_when_the_consumer_limits_epsilon_below_the_spend_then_load_refuses(runs: dict) -> None:
+    refused: Run = runs["load_strict"]
+
+    assert refused.code == 2
+    assert "max-epsilon" in refused.json()["error"]
+
+
+def test_when_a_version_is_registered_then_its_model_card_is_logged(runs: dict) -> None:
+    cards = sorted(Path(runs["home"]).rglob("model_card/v*.md"))
+
+    assert [c.name for c in cards] == ["v1.md", "v2.md"]
+    approved, rejected = (c.read_text() for c in cards)
+    assert "APPROVED" in approved
+    assert "Utility" in approved
+    assert "baseline" in approved
+    assert "REJECTED" in rejected
+    assert "WITHOUT differential privacy" in rejected
+    assert any(Path(runs["home"]).rglob("model_card/v1.html"))
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_when_the_champion_is_served_then_it_answers_a_prediction_request(runs: dict) -> None:
+    import time
+    import urllib.request
+
+    home = Path(runs["home"])
+    port = _free_port()
+    # mlflow serve starts `uvicorn` from PATH, as in an activated virtualenv.
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "models",
+            "serve",
+            "-m",
+            "models:/privgate-adult-income@champion",
+            "--env-manager",
+            "local",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2):
+                    break
+            except OSError:
+                assert server.poll() is None, server.stderr.read()[-2000:] if server.stderr else ""
+                time.sleep(1)
+        records = {
+            "age": [37, 52],
+            "education": ["Bachelors", "HS-grad"],
+            "marital_status": ["Married-civ-spouse", "Never-married"],
+            "race": ["White", "Black"],
+            "sex": ["Male", "Female"],
+            "native_country": ["United-States", "Mexico"],
+            "workclass": ["Private", "State-gov"],
+            "occupation": ["Exec-managerial", "Sales"],
+            "relationship": ["Husband", "Not-in-family"],
+            "capital_gain": [0, 2174],
+            "capital_loss": [0, 0],
+            "hours_per_week": [45, 40],
+        }
+        body = json.dumps(
+            {
+                "dataframe_split": {
+                    "columns": list(records),
+                    "data": list(zip(*records.values(), strict=True)),
+                }
+            }
+        ).encode()
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/invocations",
+            data=body,
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            answer = json.loads(response.read())
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+    predictions = answer["predictions"]
+    assert len(predictions) == 2
+    assert all(0.0 <= p["probability"] <= 1.0 for p in predictions)
+    assert {p["prediction"] for p in predictions} <= {0, 1}

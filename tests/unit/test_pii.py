@@ -119,3 +119,14 @@ def test_when_a_phone_has_no_context_word_then_redaction_still_removes_it(
 
     assert "555-7731" not in redacted.iloc[0]
     assert "<PHONE_NUMBER>" in redacted.iloc[0]
+
+
+def test_when_a_short_number_looks_like_a_phone_somewhere_then_it_is_not_a_finding(
+    pii_engine: PiiEngine,
+) -> None:
+    found = pii_engine.analyze(
+        ["1648", "617-555-0123"], entities=["PHONE_NUMBER"], context=["phone"], score_threshold=0.3
+    )
+
+    assert found[0] == ()
+    assert [s[2] for s in found[1]] == ["PHONE_NUMBER"]
