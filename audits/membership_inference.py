@@ -26,6 +26,9 @@ class MembershipInferenceResult:
     attacker_advantage: float
     members: int
     non_members: int
+    # The ROC curve sampled on a fixed log-spaced FPR grid: an aggregate, not the scores.
+    roc_fpr: tuple[float, ...] = ()
+    roc_tpr: tuple[float, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready dict."""
@@ -50,6 +53,7 @@ def evaluate_scores(
     if not np.all(np.isfinite(scores)):
         raise ValueError("attack scores must be finite")
     fpr, tpr, _ = roc_curve(labels, scores)
+    grid = np.unique(np.concatenate([np.logspace(-4, 0, 60), [0.001, 0.01]]))
     return MembershipInferenceResult(
         attack=attack,
         mia_auc=float(roc_auc_score(labels, scores)),
@@ -58,6 +62,8 @@ def evaluate_scores(
         attacker_advantage=float(np.max(tpr - fpr)),
         members=len(member_scores),
         non_members=len(non_member_scores),
+        roc_fpr=tuple(float(f) for f in grid),
+        roc_tpr=tuple(tpr_at_fpr(labels, scores, float(f)) for f in grid),
     )
 
 

@@ -43,7 +43,7 @@ def privacy_gated_training(config: PipelineConfig) -> State[Any]:
             message=f"blocked before training: {data_gates.failure_message()}", data=summary
         )
 
-    trained = train_dp_model(anonymized, tables, config)
+    trained = train_dp_model(anonymized, tables, config, policy)
     attack = audit_membership_inference(trained, config)
     gates = evaluate_gates(verification, policy, trained, attack)
     evidence = stages.RunEvidence(

@@ -331,6 +331,12 @@ class PrivacyPolicy(_Model):
     )
     max_epsilon: float = Field(gt=0.0, description="Spent epsilon must be <= this.")
     max_delta: float = Field(gt=0.0, lt=1.0, description="Delta must be <= this and < 1/n.")
+    lifetime_epsilon: float = Field(
+        gt=0.0, description="Epsilon all DP training attempts on one dataset may spend in total."
+    )
+    lifetime_delta: float = Field(
+        gt=0.0, lt=1.0, description="Delta all DP training attempts on one dataset may spend."
+    )
     min_k: int = Field(ge=1, description="Smallest equivalence class must hold >= min_k rows.")
     quasi_identifiers: list[str] = Field(
         min_length=1,

@@ -5,6 +5,8 @@
     ├── DataError                 an input table cannot be used
     │   └── ValidationFailedError the raw table failed its expectation suite
     ├── StageError                a stage failed unexpectedly (message withheld)
+    ├── AccountingError           a training loop does not match its privacy accounting
+    ├── BudgetExceededError       a run would overspend a dataset's lifetime budget
     └── RegistryError             the model registry refused or lacks something
 
 Messages name files, columns, settings and measured values, never cell values: they
@@ -39,6 +41,14 @@ class ValidationFailedError(DataError):
 
 class StageError(PrivgateError):
     """Raised when a stage fails unexpectedly; the original message is withheld."""
+
+
+class AccountingError(PrivgateError):
+    """Raised when a training loop does not match what its privacy accountant assumes."""
+
+
+class BudgetExceededError(PrivgateError):
+    """Raised when a run would push a dataset's lifetime epsilon or delta past its budget."""
 
 
 class RegistryError(PrivgateError):

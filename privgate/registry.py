@@ -283,6 +283,13 @@ def log_run_text(run_id: str, text: str, path: str) -> None:
     MlflowClient().log_text(run_id, text, path)
 
 
+def log_run_file(run_id: str, path: Path, artifact_dir: str) -> None:
+    """Log a local file as an artifact of an existing (possibly finished) run."""
+    from mlflow.tracking import MlflowClient
+
+    MlflowClient().log_artifact(run_id, str(path), artifact_dir)
+
+
 def attestation_path(version: str) -> str:
     """Return the run-artifact path of a version's attestation."""
     return f"attestation/v{version}.json"

@@ -10,7 +10,10 @@ from __future__ import annotations
 import json
 import logging
 import math
+import tempfile
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,16 +25,18 @@ from audits.membership_inference import (
     balanced_sample,
     loss_threshold_attack,
 )
+from audits.plots import plot_roc
 from privgate import anonymize as anon
 from privgate.config import PipelineConfig, PrivacyPolicy
 from privgate.errors import ConfigError, DataError, ValidationFailedError
 from privgate.features import build_feature_spec, encode, encode_labels, input_width
-from privgate.home import resolve_path
+from privgate.home import PROJECT_ROOT, resolve_path
 from privgate.ingest import read_table, sha256_file
 from privgate.kanon import measure_k
+from privgate.ledger import PrivacyLedger
 from privgate.model_card import render_model_card
 from privgate.pii import PiiEngine, ScanReport, count_findings, get_engine, scan_table
-from privgate.registry import Registration, log_and_register, log_run_text
+from privgate.registry import Registration, log_and_register, log_run_file, log_run_text
 from privgate.training import TrainedModel, accuracy, per_example_loss, train_model
 from privgate.validation import ValidationReport, public_domains, validate_table
 
@@ -201,8 +206,20 @@ def data_evidence(verification: Verification) -> Evidence:
     )
 
 
-def train(anonymized: Anonymized, tables: Tables, config: PipelineConfig) -> Trained:
-    """Split members from audit non-members, train with DP-SGD, evaluate on the test table."""
+def train(
+    anonymized: Anonymized,
+    tables: Tables,
+    config: PipelineConfig,
+    policy: PrivacyPolicy,
+    *,
+    run_key: str,
+) -> Trained:
+    """Split members from audit non-members, train with DP-SGD, evaluate on the test table.
+
+    A DP run is charged to the privacy ledger before its first step: the raw table's
+    content hash keys it, because every anonymization of the same table describes the
+    same people. A run the ledger refuses never trains.
+    """
     training = config.training
     quasi = config.anonymization.quasi_identifiers
     levels = anonymized.report.kanon.levels
@@ -227,7 +244,7 @@ def train(anonymized: Anonymized, tables: Tables, config: PipelineConfig) -> Tra
     x_train, y_train = xy(members, generalized=True)
     if len(np.unique(y_train)) < 2:
         raise DataError(f"the training table holds one class only in {target!r} (data.target)")
-    model = train_model(x_train, y_train, training=training)
+    model = _train_charged(x_train, y_train, tables, config, policy, run_key=run_key)
     x_test, y_test = xy(tables.test, generalized=False)
     baseline_accuracy = None
     if training.dp.enabled:
@@ -245,6 +262,36 @@ def train(anonymized: Anonymized, tables: Tables, config: PipelineConfig) -> Tra
         members=(x_train, y_train),
         non_members=xy(holdout, generalized=True),
     )
+
+
+def _train_charged(
+    x: np.ndarray,
+    y: np.ndarray,
+    tables: Tables,
+    config: PipelineConfig,
+    policy: PrivacyPolicy,
+    *,
+    run_key: str,
+) -> TrainedModel:
+    dp = config.training.dp
+    if not dp.enabled:
+        # No DP, no finite epsilon to charge; such a model never passes the budget gate.
+        return train_model(x, y, training=config.training)
+    ledger = PrivacyLedger()
+    entry = ledger.reserve(
+        dataset_sha256=tables.train_sha256,
+        privacy_unit="record",
+        epsilon=dp.target_epsilon,
+        delta=dp.target_delta,
+        lifetime_epsilon=policy.lifetime_epsilon,
+        lifetime_delta=policy.lifetime_delta,
+        run_key=run_key,
+        note=f"{config.training.model}, {config.training.epochs} epochs",
+    )
+    # A run that fails after reserving keeps its debit: it may have taken noisy steps.
+    model = train_model(x, y, training=config.training)
+    ledger.settle(entry.entry_id, epsilon=model.dp.epsilon_spent, delta=model.dp.delta)
+    return model
 
 
 def audit(trained: Trained, config: PipelineConfig) -> MembershipInferenceResult:
@@ -272,7 +319,7 @@ def judge(
     evidence = Evidence(
         residual_pii_findings=verification.residual_total,
         k_achieved=verification.k_measured,
-        epsilon=dp.epsilon,
+        epsilon=dp.epsilon_spent,  # the larger of the two accountants
         delta=dp.delta,
         n_train=trained.model.n_train,
         accuracy=trained.test_accuracy,
@@ -311,6 +358,7 @@ def summary_metrics(
         if trained.baseline_accuracy is None
         else trained.baseline_accuracy,
         "epsilon": trained.model.dp.epsilon,
+        "epsilon_spent": trained.model.dp.epsilon_spent,
         "mia_auc": attack.mia_auc,
         "mia_tpr_at_1pct_fpr": attack.mia_tpr_at_1pct_fpr,
         "mia_tpr_at_0_1pct_fpr": attack.mia_tpr_at_0_1pct_fpr,
@@ -402,7 +450,7 @@ def register(
         gate_tags={r.name: r.passed for r in gates.results},
         gate_report_json=json.dumps(gates.to_dict(), sort_keys=True, indent=2),
         approved=gates.passed,
-        epsilon=trained.model.dp.epsilon,
+        epsilon=trained.model.dp.epsilon_spent,
         delta=trained.model.dp.delta,
         policy_sha256=policy.sha256(),
         json_artifacts={f"{name}.json": payload for name, payload in reports.items()}
@@ -413,6 +461,9 @@ def register(
     card_md, card_html = render_model_card(
         model_card_facts(evidence, gates, config, registration, lineage)
     )
+    with tempfile.TemporaryDirectory() as tmp:
+        roc = plot_roc(evidence.attack, Path(tmp) / "roc.png")
+        log_run_file(registration.run_id, roc, "model_card")
     log_run_text(registration.run_id, card_md, f"model_card/v{registration.version}.md")
     log_run_text(registration.run_id, card_html, f"model_card/v{registration.version}.html")
     return registration
@@ -436,6 +487,7 @@ def model_card_facts(
             "version": registration.version,
             "run_id": registration.run_id,
             "status": "approved" if gates.passed else "rejected",
+            "created_utc": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S"),
         },
         "data": {
             "rows_in": report.rows_in,
@@ -462,7 +514,11 @@ def model_card_facts(
             "batch_size": config.training.batch_size,
             "dp": {**dp, "epsilon": dp["epsilon"] if math.isfinite(dp["epsilon"]) else None},
         },
-        "audit": {**evidence.attack.to_dict(), "empirical_epsilon_lower_bound": None},
+        "audit": {
+            **evidence.attack.to_dict(),
+            "empirical_epsilon_lower_bound": None,
+            "roc_plot": "roc.png",  # beside the card in model_card/
+        },
         "utility": {
             "accuracy": trained.test_accuracy,
             "baseline_accuracy": trained.baseline_accuracy,
@@ -480,9 +536,23 @@ def model_card_facts(
 
 
 def _code_version() -> str:
+    """Return `<package version>+<git commit>` (the commit when run from a checkout)."""
+    import subprocess
     from importlib.metadata import PackageNotFoundError, version
 
     try:
-        return version("privgate")
+        package = version("privgate")
     except PackageNotFoundError:
-        return "unknown"
+        package = "unknown"
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"],
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return package
+    return f"{package}+{commit}"

@@ -46,7 +46,9 @@ def run_summary(
             for r in gates.results
         ],
         "dp_enabled": dp.enabled if dp else None,
-        "epsilon": _number(dp.epsilon) if dp else None,
+        "epsilon": _number(dp.epsilon_spent) if dp else None,
+        "epsilon_accountant": _number(dp.epsilon) if dp else None,
+        "epsilon_cross_check": _number(dp.epsilon_cross_check) if dp else None,
         "delta": _number(dp.delta) if dp else None,
         "accuracy": _number(trained.test_accuracy) if trained is not None else None,
         "mia_auc": _number(attack.mia_auc) if attack else None,

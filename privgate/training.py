@@ -21,8 +21,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from privgate.config import TrainingConfig
-from privgate.errors import ConfigError
+from privgate.config import DpConfig, TrainingConfig
+from privgate.errors import AccountingError, ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,14 @@ class DpReport:
     accountant: str
     poisson_sampling: bool
     secure_mode: bool
+    # A second accountant's epsilon for the same (sigma, q, steps); gates use the larger.
+    epsilon_cross_check: float = math.inf
+    accountant_cross_check: str = "none"
+
+    @property
+    def epsilon_spent(self) -> float:
+        """Return the larger of the two accountants' epsilons (what the gate judges)."""
+        return max(self.epsilon, self.epsilon_cross_check) if self.enabled else math.inf
 
     def mlflow_params(self) -> dict[str, str]:
         """Return the run params, named as Opacus names them, under `dp.`."""
@@ -75,9 +83,6 @@ def train_model(x: np.ndarray, y: np.ndarray, *, training: TrainingConfig) -> Tr
     Raises:
         ConfigError: when the model fails Opacus validation or the data is too small.
     """
-    from opacus import PrivacyEngine
-    from opacus.validators import ModuleValidator
-
     started = time.perf_counter()
     n = len(x)
     if n < training.batch_size:
@@ -99,24 +104,9 @@ def train_model(x: np.ndarray, y: np.ndarray, *, training: TrainingConfig) -> Tr
     optimizer = torch.optim.Adam(network.parameters(), lr=training.learning_rate)
     engine = None
     if dp.enabled:
-        ModuleValidator.validate(network, strict=True)
-        with warnings.catch_warnings():
-            # Opacus warns that secure_mode=False is insecure; the config documents it.
-            warnings.filterwarnings("ignore", message="Secure RNG turned off")
-            engine = PrivacyEngine(accountant=dp.accountant, secure_mode=dp.secure_mode)
-            network, optimizer, loader = engine.make_private_with_epsilon(
-                module=network,
-                optimizer=optimizer,
-                data_loader=loader,
-                target_epsilon=dp.target_epsilon,
-                target_delta=dp.target_delta,
-                epochs=training.epochs,
-                max_grad_norm=dp.max_grad_norm,
-                poisson_sampling=True,
-                noise_generator=None
-                if dp.secure_mode
-                else torch.Generator().manual_seed(secrets.randbits(63)),
-            )
+        network, optimizer, loader, engine = privatize(
+            network, optimizer, loader, dp=dp, epochs=training.epochs
+        )
     with warnings.catch_warnings():
         # Opacus's hooks see no gradient w.r.t. the first layer's input (it is data) and
         # torch warns about it; that is expected here.
@@ -124,19 +114,29 @@ def train_model(x: np.ndarray, y: np.ndarray, *, training: TrainingConfig) -> Tr
         epoch_loss, steps = _run_epochs(network, optimizer, loader, epochs=training.epochs)
     network.eval()
     if engine is not None:
-        epsilon = float(engine.get_epsilon(dp.target_delta))
+        sample_rate = float(loader.sample_rate)
+        epsilon = _finite_positive(float(engine.get_epsilon(dp.target_delta)), dp.accountant)
+        cross_name, cross_epsilon = cross_check_epsilon(
+            accountant=dp.accountant,
+            noise_multiplier=float(optimizer.noise_multiplier),
+            sample_rate=sample_rate,
+            steps=steps,
+            delta=dp.target_delta,
+        )
         report = DpReport(
             enabled=True,
             epsilon=epsilon,
             delta=dp.target_delta,
             noise_multiplier=float(optimizer.noise_multiplier),
             # The rate the Poisson loader draws with, hence the one the accountant uses.
-            sample_rate=float(loader.sample_rate),
+            sample_rate=sample_rate,
             steps=steps,
             max_grad_norm=dp.max_grad_norm,
             accountant=dp.accountant,
             poisson_sampling=True,
             secure_mode=dp.secure_mode,
+            epsilon_cross_check=cross_epsilon,
+            accountant_cross_check=cross_name,
         )
         network = network._module  # unwrap GradSampleModule for inference and saving
     else:
@@ -159,6 +159,164 @@ def train_model(x: np.ndarray, y: np.ndarray, *, training: TrainingConfig) -> Tr
         epoch_loss=epoch_loss,
         seconds=time.perf_counter() - started,
     )
+
+
+def privatize(
+    network: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loader: DataLoader,
+    *,
+    dp: DpConfig,
+    epochs: int,
+) -> tuple[nn.Module, Any, Any, Any]:
+    """Wrap model, optimizer and loader for DP-SGD, refusing what the accounting can't see.
+
+    Raises:
+        AccountingError: for a custom sampler, a model Opacus cannot train privately, or
+            a loop whose sampling rate differs from the one the accountant is told.
+    """
+    from opacus import PrivacyEngine
+    from opacus.accountants.utils import get_noise_multiplier
+    from opacus.validators import ModuleValidator
+
+    check_loader(loader)
+    problems = ModuleValidator.validate(network, strict=False)
+    if problems:
+        kinds = sorted({type(p).__name__ for p in problems})
+        raise AccountingError(
+            f"the model cannot be trained with DP-SGD as it is ({', '.join(kinds)}): layers "
+            "such as BatchNorm mix samples, so one record's gradient is no longer its own; "
+            "use GroupNorm or LayerNorm instead (opacus.validators.ModuleValidator.fix)"
+        )
+    # Calibrate sigma so that both the configured accountant and its cross-check meet
+    # target_epsilon: the budget gate judges the larger of the two.
+    sample_rate, steps = 1.0 / len(loader), epochs * len(loader)
+    noise_multiplier = max(
+        get_noise_multiplier(
+            target_epsilon=dp.target_epsilon,
+            target_delta=dp.target_delta,
+            sample_rate=sample_rate,
+            steps=steps,
+            accountant=name,
+        )
+        for name in {dp.accountant, _cross_check_name(dp.accountant)}
+    )
+    with warnings.catch_warnings():
+        # Opacus warns that secure_mode=False is insecure; the config documents it.
+        warnings.filterwarnings("ignore", message="Secure RNG turned off")
+        engine = PrivacyEngine(accountant=dp.accountant, secure_mode=dp.secure_mode)
+        network, optimizer, private_loader = engine.make_private(
+            module=network,
+            optimizer=optimizer,
+            data_loader=loader,
+            noise_multiplier=noise_multiplier,
+            max_grad_norm=dp.max_grad_norm,
+            poisson_sampling=True,
+            noise_generator=None
+            if dp.secure_mode
+            else torch.Generator().manual_seed(secrets.randbits(63)),
+        )
+    check_accounting(private_loader, optimizer, n=len(loader.dataset))  # type: ignore[arg-type]
+    return network, optimizer, private_loader, engine
+
+
+def check_loader(loader: DataLoader) -> None:
+    """Refuse a data loader whose sampling DP-SGD's accountant would not see.
+
+    The accountants assume every record enters each batch independently with the same
+    probability (Poisson sampling). Opacus replaces a plain loader by such a sampler,
+    but a custom sampler (weighted, stratified) silently changes who is sampled how often
+    and can inflate the true epsilon by orders of magnitude (Opacus issue #813).
+
+    Raises:
+        AccountingError: naming the sampler.
+    """
+    from torch.utils.data import BatchSampler, RandomSampler, SequentialSampler
+
+    sampler, batch_sampler = loader.sampler, loader.batch_sampler
+    if (
+        not isinstance(sampler, RandomSampler | SequentialSampler)
+        or type(batch_sampler) is not BatchSampler
+    ):
+        used = (
+            type(sampler).__name__
+            if not isinstance(sampler, RandomSampler | SequentialSampler)
+            else type(batch_sampler).__name__
+        )
+        raise AccountingError(
+            f"the training data loader samples with {used}; DP-SGD's accountant assumes "
+            "Poisson sampling of every record with the same probability. Remove the custom "
+            "sampler (put class weights in the loss instead)"
+        )
+
+
+def check_accounting(loader: Any, optimizer: Any, *, n: int) -> None:
+    """Refuse a private loop whose sampling differs from what the accountant is told.
+
+    Raises:
+        AccountingError: naming the measured and the expected values.
+    """
+    from opacus.data_loader import DPDataLoader
+    from opacus.utils.uniform_sampler import UniformWithReplacementSampler
+
+    sampler = getattr(loader, "batch_sampler", None)
+    if not isinstance(loader, DPDataLoader) or not isinstance(
+        sampler, UniformWithReplacementSampler
+    ):
+        raise AccountingError(
+            f"DP-SGD needs Poisson sampling but the loop draws batches with "
+            f"{type(sampler).__name__}; the accountant's epsilon would not hold"
+        )
+    accountant_rate = 1.0 / len(loader)  # what make_private tells the accountant
+    if not math.isclose(sampler.sample_rate, accountant_rate, rel_tol=1e-9):
+        raise AccountingError(
+            f"the loop samples each record with probability {sampler.sample_rate:.6g} but "
+            f"the accountant is told {accountant_rate:.6g}"
+        )
+    expected_batch = optimizer.expected_batch_size
+    if not math.isclose(expected_batch, sampler.sample_rate * n, rel_tol=0.0, abs_tol=1.0):
+        raise AccountingError(
+            f"expected batch size {expected_batch} is not sample rate x N = "
+            f"{sampler.sample_rate:.6g} x {n}; noise would be scaled for the wrong batch"
+        )
+
+
+def cross_check_epsilon(
+    *, accountant: str, noise_multiplier: float, sample_rate: float, steps: int, delta: float
+) -> tuple[str, float]:
+    """Return a second accountant's name and epsilon for the same mechanism.
+
+    PRV is tight but numerical; RDP is a closed-form upper bound. Computing both guards
+    against one accountant's numerical failure quietly under-reporting epsilon.
+    """
+    from opacus.accountants import PRVAccountant, RDPAccountant
+
+    name = _cross_check_name(accountant)
+    other = RDPAccountant() if name == "rdp" else PRVAccountant()
+    other.history = [(noise_multiplier, sample_rate, steps)]
+    return name, _finite_positive(float(other.get_epsilon(delta)), name)
+
+
+def _cross_check_name(accountant: str) -> str:
+    return "prv" if accountant == "rdp" else "rdp"
+
+
+def rdp_epsilon(*, noise_multiplier: float, sample_rate: float, steps: int, delta: float) -> float:
+    """Return the RDP accountant's epsilon for a Poisson-subsampled Gaussian mechanism."""
+    from opacus.accountants import RDPAccountant
+
+    accountant = RDPAccountant()
+    accountant.history = [(noise_multiplier, sample_rate, steps)]
+    return float(accountant.get_epsilon(delta))
+
+
+def _finite_positive(epsilon: float, accountant: str) -> float:
+    if not math.isfinite(epsilon) or epsilon <= 0:
+        raise AccountingError(
+            f"the {accountant} accountant returned epsilon={epsilon}; only a finite positive "
+            "epsilon is a privacy guarantee"
+        )
+    return epsilon
 
 
 def _run_epochs(

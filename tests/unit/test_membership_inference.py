@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -11,6 +13,7 @@ from audits.membership_inference import (
     loss_threshold_attack,
     tpr_at_fpr,
 )
+from audits.plots import plot_roc
 
 
 def test_when_members_have_lower_loss_then_the_attack_detects_them() -> None:
@@ -65,3 +68,18 @@ def test_when_sampling_then_both_sides_get_equal_distinct_indices() -> None:
     assert len(set(members)) == 300
     assert members.max() < 1000
     assert non_members.max() < 300
+
+
+def test_when_an_attack_is_summarized_then_its_roc_is_a_monotone_aggregate_and_plots(
+    tmp_path: Path,
+) -> None:
+    rng = np.random.default_rng(2)
+    result = loss_threshold_attack(rng.exponential(0.5, 3000), rng.exponential(1.0, 3000))
+
+    png = plot_roc(result, tmp_path / "roc.png")
+
+    assert len(result.roc_fpr) == len(result.roc_tpr) < 100  # a grid, not one point per record
+    assert list(result.roc_tpr) == sorted(result.roc_tpr)
+    assert 0.01 in result.roc_fpr
+    assert 0.001 in result.roc_fpr
+    assert png.read_bytes().startswith(b"\x89PNG")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from privgate import stages
 from privgate.config import load_config, load_policy
@@ -58,3 +59,35 @@ def test_when_columns_are_tokens_or_masks_then_the_rescan_passes_them_cell_by_ce
 
     assert verification.residual_total == 0
     assert verification.residual_findings == {}
+
+
+def test_when_a_retry_would_overspend_the_lifetime_budget_then_it_is_refused_before_training(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import numpy as np
+
+    from privgate import training
+    from privgate.errors import BudgetExceededError
+    from privgate.ledger import PrivacyLedger
+
+    monkeypatch.setenv("PRIVGATE_HOME", str(tmp_path))
+    config = load_config(
+        ROOT / "configs" / "demo.yaml", ["training.batch_size=32", "training.epochs=1"]
+    )
+    policy = load_policy().model_copy(update={"lifetime_epsilon": 5.0})
+    tables = stages.Tables(pd.DataFrame(), pd.DataFrame(), "ab" * 32, "cd" * 32)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 4)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.float32)
+    stages._train_charged(x, y, tables, config, policy, run_key="flow-run-1")
+    trained_again: list[bool] = []
+    monkeypatch.setattr(training, "train_model", lambda *a, **k: trained_again.append(True))
+    monkeypatch.setattr(stages, "train_model", lambda *a, **k: trained_again.append(True))
+
+    with pytest.raises(BudgetExceededError, match=r"lifetime limit 5\.0"):
+        stages._train_charged(x, y, tables, config, policy, run_key="flow-run-1")
+
+    assert trained_again == []
+    balance = PrivacyLedger().balance(dataset_sha256="ab" * 32, privacy_unit="record")
+    assert balance.entries == 1
+    assert 2.9 < balance.spent_epsilon <= 3.0
