@@ -14,12 +14,10 @@ generalization to k-anonymity, suppressing what cannot be generalized); keep.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import hmac
 import os
 import secrets
-import tempfile
 import unicodedata
 from collections.abc import Collection, Mapping
 from dataclasses import asdict, dataclass
@@ -30,7 +28,7 @@ import pandas as pd
 
 from privgate.config import AnonymizationConfig, Hierarchy, PiiConfig
 from privgate.errors import ConfigError
-from privgate.home import privgate_home
+from privgate.home import create_private_file, is_private, privgate_home
 from privgate.kanon import KAnonymityResult, apply_generalization, find_k_anonymous_generalization
 from privgate.pii import PiiEngine, ScanReport, redact_texts
 
@@ -121,29 +119,12 @@ def load_pseudonym_key(env_var: str) -> bytes:
         return value.encode()
     path = privgate_home() / "keys" / "pseudonym.key"
     if not path.exists():
-        _create_key_file(path)
+        create_private_file(path, secrets.token_bytes(32))
     return _read_key_file(path)
 
 
-def _create_key_file(path: Path) -> None:
-    # Written whole to a private temporary file, then linked into place: a concurrent
-    # first run sees either no key or the complete key, and exactly one key wins.
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".pseudonym-")
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(secrets.token_bytes(32))
-            handle.flush()
-            os.fsync(handle.fileno())
-        with contextlib.suppress(FileExistsError):
-            os.link(tmp, path)
-    finally:
-        os.unlink(tmp)
-
-
 def _read_key_file(path: Path) -> bytes:
-    if path.stat().st_mode & 0o077:
+    if not is_private(path):
         raise ConfigError(
             f"pseudonymization key file {path} is readable by others; run `chmod 600 {path}`"
         )

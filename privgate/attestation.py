@@ -15,11 +15,9 @@ created with 0600 permissions on first use; the public key sits beside it as
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +27,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from privgate.errors import ConfigError
-from privgate.home import privgate_home
+from privgate.home import create_private_file, is_private, privgate_home
 
 FORMAT = "privgate.attestation/v1"
 
@@ -100,7 +98,7 @@ def load_signing_key() -> Ed25519PrivateKey:
         if configured:
             raise ConfigError(f"signing key file {path} ($PRIVGATE_SIGNING_KEY_FILE) not found")
         _create_key_pair(path)
-    if path.stat().st_mode & 0o077:
+    if not is_private(path):
         raise ConfigError(f"signing key file {path} is readable by others; run `chmod 600 {path}`")
     try:
         key = serialization.load_pem_private_key(path.read_bytes(), password=None)
@@ -112,26 +110,14 @@ def load_signing_key() -> Ed25519PrivateKey:
 
 
 def _create_key_pair(path: Path) -> None:
-    # Written whole to a private temporary file and linked into place: a concurrent first
-    # run sees no key or the complete key, and exactly one key wins.
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    # Concurrent first runs agree on one key: the public half is derived from the winner.
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".signing-")
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(pem)
-            handle.flush()
-            os.fsync(handle.fileno())
-        with contextlib.suppress(FileExistsError):
-            os.link(tmp, path)
-    finally:
-        os.unlink(tmp)
+    create_private_file(path, pem)
     winner = serialization.load_pem_private_key(path.read_bytes(), password=None)
     public = winner.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo

@@ -11,6 +11,7 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -81,3 +82,28 @@ def file_lock(name: str) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def create_private_file(path: Path, content: bytes) -> None:
+    """Write `content` to a new 0600 file at `path`, unless one exists already.
+
+    Written whole to a private temporary file, flushed, then linked into place: a
+    concurrent first run sees no file or the complete file, and exactly one writer wins.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(content)
+            handle.flush()
+            os.fsync(handle.fileno())
+        with contextlib.suppress(FileExistsError):
+            os.link(tmp, path)
+    finally:
+        os.unlink(tmp)
+
+
+def is_private(path: Path) -> bool:
+    """Return True when neither group nor others may read or write `path`."""
+    return not path.stat().st_mode & 0o077

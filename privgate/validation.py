@@ -338,8 +338,9 @@ def _run_suite(frame: pd.DataFrame, suite: gx.ExpectationSuite) -> Any:
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
     # GX announces at INFO each temporary docs folder it makes (and removes); we build no
-    # Data Docs, so that is noise in the run log.
-    logging.getLogger("great_expectations").setLevel(logging.WARNING)
+    # Data Docs, so that is noise in the run log. That module pins its own logger to INFO.
+    for name in ("great_expectations", "great_expectations.data_context.types.base"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
     datasource = context.data_sources.add_pandas(_DATASOURCE)
