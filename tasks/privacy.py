@@ -8,6 +8,7 @@ from prefect.artifacts import create_markdown_artifact
 from privgate import stages
 from privgate.config import PipelineConfig, PrivacyPolicy
 from privgate.errors import withheld
+from privgate.model_card import escape_markdown
 from privgate.pii import ScanReport
 from tasks._options import IN_MEMORY
 
@@ -17,8 +18,9 @@ def scan_pii(tables: stages.Tables, config: PipelineConfig) -> ScanReport:
     """Classify every column of the raw training table with Presidio."""
     with withheld("scan-pii"):
         report = stages.scan(tables, config)
+    # Column names come from the raw header, which privgate does not control.
     rows = [
-        f"| `{c.name}` | {c.kind} | "
+        f"| {escape_markdown(c.name)} | {c.kind} | "
         + ", ".join(f"{e} {f:.0%}" for e, f in c.entities.items())
         + f" | {c.cells_scanned} |"
         for c in report.columns
@@ -40,7 +42,10 @@ def anonymize_records(
     with withheld("anonymize"):
         anonymized = stages.anonymize(tables, scan, config)
     kanon = anonymized.report.kanon
-    rows = [f"| `{t.column}` | {t.action} | {t.source} |" for t in anonymized.report.treatments]
+    rows = [
+        f"| {escape_markdown(t.column)} | {t.action} | {t.source} |"
+        for t in anonymized.report.treatments
+    ]
     create_markdown_artifact(
         key="anonymization",
         markdown="## Anonymization\n\n| column | action | decided by |\n|---|---|---|\n"
@@ -48,7 +53,7 @@ def anonymize_records(
         + f"\n\nk target {kanon.k_target}, achieved {kanon.k_achieved}; "
         f"{kanon.suppressed_rows} of {kanon.total_rows} rows suppressed; information loss "
         f"{kanon.information_loss:.3f}; levels: "
-        + ", ".join(f"{c} {label}" for c, label in kanon.level_labels.items())
+        + ", ".join(f"{escape_markdown(c)} {label}" for c, label in kanon.level_labels.items())
         + "\n",
     )
     get_run_logger().info(
