@@ -226,10 +226,11 @@ def test_when_the_consumer_limits_epsilon_below_the_spend_then_load_refuses(runs
 
 
 def test_when_a_version_is_registered_then_its_model_card_is_logged(runs: dict) -> None:
-    cards = sorted(Path(runs["home"]).rglob("model_card/v*.md"))
+    # Keyed by file name: the folders above them are random run ids.
+    cards = {c.name: c.read_text() for c in Path(runs["home"]).rglob("model_card/v*.md")}
 
-    assert [c.name for c in cards] == ["v1.md", "v2.md"]
-    approved, rejected = (c.read_text() for c in cards)
+    assert sorted(cards) == ["v1.md", "v2.md"]
+    approved, rejected = cards["v1.md"], cards["v2.md"]
     assert "APPROVED" in approved
     assert "Utility" in approved
     assert "baseline" in approved
