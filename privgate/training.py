@@ -1,9 +1,10 @@
 """Train a tabular classifier with Opacus DP-SGD, and evaluate it.
 
-The epsilon reported is the accountant's, for the loop that actually ran: Opacus's
-`make_private_with_epsilon` calibrates the noise for the configured epochs and swaps in
-its Poisson-sampling data loader, which is what the accountants assume (a custom
-sampler silently breaks that assumption, Opacus issue #813).
+The epsilon reported is the accountants', for the loop that actually ran: the noise is
+calibrated so that both the configured accountant and a cross-check (PRV and RDP) meet
+the target for the planned steps, and Opacus's Poisson-sampling data loader replaces
+the plain one, which is what the accountants assume (a custom sampler silently breaks
+that assumption, Opacus issue #813; `check_loader` and `check_accounting` refuse it).
 """
 
 from __future__ import annotations
