@@ -131,8 +131,8 @@ class GateReport:
             "gates": [
                 {
                     **asdict(r),
-                    "value": _json_number(r.value),
-                    "threshold": _json_number(r.threshold),
+                    "value": json_number(r.value),
+                    "threshold": json_number(r.threshold),
                 }
                 for r in self.results
             ],
@@ -158,8 +158,8 @@ class GateReport:
         return "; ".join(r.describe() for r in self.failed)
 
 
-def _json_number(value: float | None) -> float | None:
-    # JSON has no inf/nan: a non-finite value is null, and `details` says why.
+def json_number(value: float | None) -> float | None:
+    """Return `value`, or None when it is missing or not finite (JSON has no inf/nan)."""
     return value if value is not None and math.isfinite(value) else None
 
 

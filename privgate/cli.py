@@ -227,18 +227,13 @@ def _models_show(args: argparse.Namespace) -> int:
 
 
 def _models_load(args: argparse.Namespace) -> int:
-    from privgate.consumer import RefusedError, verify_version
+    from privgate.consumer import RefusedError, load_verified_model
 
     try:
-        verified = verify_version(args.name, alias=args.alias, max_epsilon=args.max_epsilon)
+        _, verified = load_verified_model(args.name, alias=args.alias, max_epsilon=args.max_epsilon)
     except RefusedError as exc:
         _fail(f"refused: {exc}", as_json=args.json)
         return EXIT_BLOCKED
-    import mlflow
-
-    # Verified first, deserialized only now (what load_approved_model does, in two steps
-    # so the CLI can report what it checked).
-    mlflow.pyfunc.load_model(str(verified.local_path))
     summary = {
         "model_name": verified.model_name,
         "version": verified.version,

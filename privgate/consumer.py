@@ -51,6 +51,8 @@ def verify_version(
 ) -> VerifiedVersion:
     """Resolve and verify a version; return its verified local copy (not deserialized).
 
+    The copy goes to `download_to`, else to a new temporary folder the caller owns.
+
     Raises:
         RefusedError: naming the check that failed.
         ConfigError: when no public key is available to verify with.
@@ -138,6 +140,27 @@ def _check_digests(what: str, found: dict[str, str], signed: dict[str, str]) -> 
         raise RefusedError(f"{what}: model files differ from the approved ones ({differences})")
 
 
+def load_verified_model(
+    name: str,
+    *,
+    alias: str = "champion",
+    max_epsilon: float | None = None,
+) -> tuple[Any, VerifiedVersion]:
+    """Verify `name@alias`, then load it; return the pyfunc model and what was verified.
+
+    The verified copy is downloaded to a temporary folder that is removed once the model
+    is in memory (privgate's model reads its weights and spec in `load_context`).
+
+    Raises:
+        RefusedError: when any check fails (nothing was deserialized).
+    """
+    import mlflow
+
+    with tempfile.TemporaryDirectory(prefix="privgate-verified-") as tmp:
+        verified = verify_version(name, alias=alias, max_epsilon=max_epsilon, download_to=Path(tmp))
+        return mlflow.pyfunc.load_model(str(verified.local_path)), verified
+
+
 def load_approved_model(
     name: str,
     *,
@@ -149,10 +172,7 @@ def load_approved_model(
     Raises:
         RefusedError: when any check fails (nothing was deserialized).
     """
-    import mlflow
-
-    verified = verify_version(name, alias=alias, max_epsilon=max_epsilon)
-    return mlflow.pyfunc.load_model(str(verified.local_path))
+    return load_verified_model(name, alias=alias, max_epsilon=max_epsilon)[0]
 
 
 def verify_registry(name: str | None = None) -> list[dict[str, Any]]:

@@ -18,7 +18,7 @@ import functools
 import logging
 import re
 import time
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -27,13 +27,9 @@ import pandas as pd
 
 from privgate.errors import ConfigError
 
-log = logging.getLogger(__name__)
-
 ColumnKind = Literal["direct_identifier", "quasi_identifier", "free_text", "clean"]
 Span = tuple[int, int, str]  # start, end, entity type
 _MIN_PHONE_DIGITS = 7
-# Mean words per cell from which a re-scanned column is read as prose, without context.
-_TEXT_WORDS = 6.0
 # Entities Presidio takes from spaCy's NER rather than from patterns.
 NER_ENTITIES = frozenset({"PERSON", "LOCATION", "DATE_TIME", "NRP", "ORGANIZATION"})
 # spaCy NER labels that name no person, place or date.
@@ -297,6 +293,7 @@ def count_findings(
     entities: Collection[str],
     columns: Sequence[str] | None = None,
     score_threshold: float | None = None,
+    free_text_min_words: float,
 ) -> dict[str, int]:
     """Count the cells of each column holding at least one of `entities` (every cell).
 
@@ -307,7 +304,7 @@ def count_findings(
     for name in columns if columns is not None else list(frame.columns):
         cells = _cells(frame[name])
         distinct = cells.value_counts()
-        is_text = _mean_words(distinct.index.to_series()) >= _TEXT_WORDS
+        is_text = _mean_words(distinct.index.to_series()) >= free_text_min_words
         spans = engine.analyze(
             distinct.index.tolist(),
             entities=entities,
@@ -358,8 +355,3 @@ def redact_texts(
     out = texts.astype(object).copy()
     out[present] = cells.map(final)
     return out
-
-
-def describe_kinds(report: ScanReport) -> Mapping[str, str]:
-    """Return column -> kind, for logs and reports."""
-    return {c.name: c.kind for c in report.columns}

@@ -88,7 +88,6 @@ def log_and_register(
     model_spec: Mapping[str, Any],
     params: Mapping[str, str],
     metrics: Mapping[str, float],
-    epoch_metrics: Mapping[str, list[float]],
     tags: Mapping[str, str],
     gate_tags: Mapping[str, bool],
     gate_report_json: str,
@@ -120,7 +119,6 @@ def log_and_register(
             model_spec=model_spec,
             params=params,
             metrics=metrics,
-            epoch_metrics=epoch_metrics,
             tags=tags,
             gate_report_json=gate_report_json,
             json_artifacts=json_artifacts,
@@ -160,7 +158,6 @@ def _log_run(
     model_spec: Mapping[str, Any],
     params: Mapping[str, str],
     metrics: Mapping[str, float],
-    epoch_metrics: Mapping[str, list[float]],
     tags: Mapping[str, str],
     gate_report_json: str,
     json_artifacts: Mapping[str, Any],
@@ -182,11 +179,6 @@ def _log_run(
         now = int(time.time() * 1000)
         # One batched call: a single log_metric on SQLite costs ~7 ms, batched ~0.4 ms.
         batch = [Metric(k, float(v), now, 0) for k, v in metrics.items()]
-        batch += [
-            Metric(k, float(v), now, step)
-            for k, values in epoch_metrics.items()
-            for step, v in enumerate(values)
-        ]
         client.log_batch(run_id, metrics=batch, synchronous=True)
         mlflow.set_tags(dict(tags))
         # Logged as the exact text the attestation hashes.

@@ -8,7 +8,6 @@ what leaves a stage for reports is aggregates.
 from __future__ import annotations
 
 import json
-import logging
 import math
 import tempfile
 from dataclasses import asdict, dataclass
@@ -39,8 +38,6 @@ from privgate.pii import PiiEngine, ScanReport, count_findings, get_engine, scan
 from privgate.registry import Registration, log_and_register, log_run_file, log_run_text
 from privgate.training import TrainedModel, accuracy, per_example_loss, train_model
 from privgate.validation import ValidationReport, public_domains, validate_table
-
-log = logging.getLogger(__name__)
 
 DATA_GATES = ("residual_pii", "k_anonymity")
 
@@ -193,6 +190,7 @@ def verify(anonymized: Anonymized, config: PipelineConfig, policy: PrivacyPolicy
         entities=policy.residual_pii_entities,
         columns=scanned,
         score_threshold=policy.residual_pii_score_threshold,
+        free_text_min_words=config.pii.free_text_min_words,
     )
     # The analysis cache holds raw texts; a long-lived worker must not keep them.
     engine.clear_cache()
@@ -444,8 +442,6 @@ def register(
             ).items()
             if math.isfinite(v)
         },
-        # No per-epoch training loss: an unnoised statistic of the members, outside epsilon.
-        epoch_metrics={},
         tags=lineage,
         gate_tags={r.name: r.passed for r in gates.results},
         gate_report_json=json.dumps(gates.to_dict(), sort_keys=True, indent=2),

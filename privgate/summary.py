@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Any
 
-from audits.gates import GateReport
+from audits.gates import GateReport, json_number
 from audits.membership_inference import MembershipInferenceResult
 from privgate.config import PrivacyPolicy
 from privgate.registry import Registration
-
-
-def _number(value: float | None) -> float | None:
-    # JSON has no inf or nan; a model trained without DP reports epsilon null.
-    return value if value is not None and math.isfinite(value) else None
 
 
 def run_summary(
@@ -26,7 +20,10 @@ def run_summary(
     attack: MembershipInferenceResult | None = None,
     registration: Registration | None = None,
 ) -> dict[str, Any]:
-    """Return the JSON-ready summary of a run (aggregates only)."""
+    """Return the JSON-ready summary of a run (aggregates only).
+
+    Non-finite numbers are null: a model trained without DP reports epsilon null.
+    """
     dp = trained.model.dp if trained is not None else None
     return {
         "model_name": policy.registered_model_name,
@@ -38,20 +35,20 @@ def run_summary(
             {
                 "name": r.name,
                 "passed": r.passed,
-                "value": _number(r.value),
-                "threshold": _number(r.threshold),
+                "value": json_number(r.value),
+                "threshold": json_number(r.threshold),
                 "comparison": r.comparison,
                 "details": r.details,
             }
             for r in gates.results
         ],
         "dp_enabled": dp.enabled if dp else None,
-        "epsilon": _number(dp.epsilon_spent) if dp else None,
-        "epsilon_accountant": _number(dp.epsilon) if dp else None,
-        "epsilon_cross_check": _number(dp.epsilon_cross_check) if dp else None,
-        "delta": _number(dp.delta) if dp else None,
-        "accuracy": _number(trained.test_accuracy) if trained is not None else None,
-        "mia_auc": _number(attack.mia_auc) if attack else None,
-        "mia_tpr_at_1pct_fpr": _number(attack.mia_tpr_at_1pct_fpr) if attack else None,
+        "epsilon": json_number(dp.epsilon_spent) if dp else None,
+        "epsilon_accountant": json_number(dp.epsilon) if dp else None,
+        "epsilon_cross_check": json_number(dp.epsilon_cross_check) if dp else None,
+        "delta": json_number(dp.delta) if dp else None,
+        "accuracy": json_number(trained.test_accuracy) if trained is not None else None,
+        "mia_auc": json_number(attack.mia_auc) if attack else None,
+        "mia_tpr_at_1pct_fpr": json_number(attack.mia_tpr_at_1pct_fpr) if attack else None,
         "duration_s": round(time.perf_counter() - started, 3),
     }

@@ -9,7 +9,6 @@ that assumption, Opacus issue #813; `check_loader` and `check_accounting` refuse
 
 from __future__ import annotations
 
-import logging
 import math
 import secrets
 import time
@@ -24,8 +23,6 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from privgate.config import DpConfig, TrainingConfig
 from privgate.errors import AccountingError, ConfigError
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -368,8 +365,3 @@ def accuracy(network: nn.Module, x: np.ndarray, y: np.ndarray) -> float:
     if len(x) == 0:
         return math.nan
     return float(np.mean((predict_proba(network, x) >= 0.5) == (y >= 0.5)))
-
-
-def state_summary(model: TrainedModel) -> dict[str, Any]:
-    """Return aggregates fit for logs and reports."""
-    return {"n_train": model.n_train, "seconds": round(model.seconds, 3), **asdict(model.dp)}

@@ -61,7 +61,6 @@ def register(*, approved: bool, run_key: str, epsilon: float = 2.5) -> str:
         model_spec=SPEC,
         params={"dp.epsilon": str(epsilon)},
         metrics={"accuracy": 0.8},
-        epoch_metrics={},
         tags={},
         gate_tags={"privacy_budget": approved},
         gate_report_json=json.dumps({"passed": approved}),

@@ -83,7 +83,11 @@ def test_when_counting_findings_then_every_cell_is_counted(
     people: pd.DataFrame, pii_engine: PiiEngine
 ) -> None:
     counts = count_findings(
-        people, engine=pii_engine, entities=["EMAIL_ADDRESS"], columns=["email", "amount"]
+        people,
+        engine=pii_engine,
+        entities=["EMAIL_ADDRESS"],
+        columns=["email", "amount"],
+        free_text_min_words=6,
     )
 
     assert counts == {"email": len(people), "amount": 0}
