@@ -238,6 +238,14 @@ class DpConfig(_Model):
         default=False,
         description="Cryptographically safe noise (torchcsprng); slower, guards float attacks.",
     )
+    clipping: Literal["bookkeeping", "ghost", "hooks"] = Field(
+        default="bookkeeping",
+        description=(
+            "How per-sample clipped gradients are summed: bookkeeping (one backward pass, "
+            "fastest, MLP/logistic), ghost (Opacus ghost clipping, two passes) or hooks "
+            "(Opacus per-sample gradients, any model). Same result and accounting."
+        ),
+    )
 
 
 class TrainingConfig(_Model):
@@ -258,6 +266,14 @@ class TrainingConfig(_Model):
     epochs: int = Field(default=8, ge=1, le=200, description="Passes over the training data.")
     batch_size: int = Field(
         default=512, ge=8, description="Expected (Poisson) batch size; sample rate = B / N."
+    )
+    max_physical_batch_size: int = Field(
+        default=4096,
+        ge=1,
+        description=(
+            "Rows held in memory per forward/backward pass; a larger Poisson batch is "
+            "processed in chunks and still takes one noised step."
+        ),
     )
     learning_rate: float = Field(default=0.05, gt=0.0, description="Optimizer learning rate.")
     holdout_fraction: float = Field(

@@ -26,7 +26,7 @@ from audits.membership_inference import (
 )
 from audits.plots import plot_roc
 from privgate import anonymize as anon
-from privgate.config import PipelineConfig, PrivacyPolicy
+from privgate.config import PipelineConfig, PrivacyPolicy, TrainingConfig
 from privgate.errors import ConfigError, DataError, ValidationFailedError
 from privgate.features import build_feature_spec, encode, encode_labels, input_width
 from privgate.home import PROJECT_ROOT, resolve_path
@@ -204,6 +204,51 @@ def data_evidence(verification: Verification) -> Evidence:
     )
 
 
+@dataclass(frozen=True)
+class TrainingData:
+    """The encoded split: members train, holdout rows are audit non-members, test scores."""
+
+    feature_spec: dict[str, Any]
+    members: tuple[np.ndarray, np.ndarray]
+    non_members: tuple[np.ndarray, np.ndarray]
+    test: tuple[np.ndarray, np.ndarray]
+
+
+def training_data(anonymized: Anonymized, tables: Tables, config: PipelineConfig) -> TrainingData:
+    """Encode the anonymized table with the suite's public domains and split it (seeded).
+
+    Raises:
+        DataError: when the members hold one class only.
+    """
+    training = config.training
+    domains = public_domains(resolve_path(config.data.expectation_suite))
+    spec = build_feature_spec(
+        features=training.features,
+        domains=domains,
+        quasi_identifiers=config.anonymization.quasi_identifiers,
+        levels=anonymized.report.kanon.levels,
+        log_scaled=training.log_scaled,
+    )
+    frame = anonymized.frame
+    order = np.random.default_rng(training.seed).permutation(len(frame))
+    n_holdout = round(len(frame) * training.holdout_fraction)
+    holdout, members = frame.iloc[order[:n_holdout]], frame.iloc[order[n_holdout:]]
+    target, positive = config.data.target, config.data.positive_labels
+
+    def xy(part: pd.DataFrame, *, generalized: bool) -> tuple[np.ndarray, np.ndarray]:
+        return encode(part, spec, generalized=generalized), encode_labels(part[target], positive)
+
+    x_train, y_train = xy(members, generalized=True)
+    if len(np.unique(y_train)) < 2:
+        raise DataError(f"the training table holds one class only in {target!r} (data.target)")
+    return TrainingData(
+        feature_spec=spec,
+        members=(x_train, y_train),
+        non_members=xy(holdout, generalized=True),
+        test=xy(tables.test, generalized=False),
+    )
+
+
 def train(
     anonymized: Anonymized,
     tables: Tables,
@@ -218,48 +263,27 @@ def train(
     content hash keys it, because every anonymization of the same table describes the
     same people. A run the ledger refuses never trains.
     """
-    training = config.training
-    quasi = config.anonymization.quasi_identifiers
-    levels = anonymized.report.kanon.levels
-    domains = public_domains(resolve_path(config.data.expectation_suite))
-    spec = build_feature_spec(
-        features=training.features,
-        domains=domains,
-        quasi_identifiers=quasi,
-        levels=levels,
-        log_scaled=training.log_scaled,
-    )
-    frame = anonymized.frame
-    rng = np.random.default_rng(training.seed)
-    order = rng.permutation(len(frame))
-    n_holdout = round(len(frame) * training.holdout_fraction)
-    holdout, members = frame.iloc[order[:n_holdout]], frame.iloc[order[n_holdout:]]
-    target, positive = config.data.target, config.data.positive_labels
-
-    def xy(part: pd.DataFrame, *, generalized: bool) -> tuple[np.ndarray, np.ndarray]:
-        return encode(part, spec, generalized=generalized), encode_labels(part[target], positive)
-
-    x_train, y_train = xy(members, generalized=True)
-    if len(np.unique(y_train)) < 2:
-        raise DataError(f"the training table holds one class only in {target!r} (data.target)")
+    data = training_data(anonymized, tables, config)
+    (x_train, y_train), (x_test, y_test) = data.members, data.test
     model = _train_charged(x_train, y_train, tables, config, policy, run_key=run_key)
-    x_test, y_test = xy(tables.test, generalized=False)
     baseline_accuracy = None
-    if training.dp.enabled:
+    if config.training.dp.enabled:
         # The same model, split and data without DP, never registered: what privacy costs.
-        plain = training.model_copy(
-            update={"dp": training.dp.model_copy(update={"enabled": False})}
-        )
-        baseline = train_model(x_train, y_train, training=plain)
+        baseline = train_model(x_train, y_train, training=non_private(config.training))
         baseline_accuracy = accuracy(baseline.network, x_test, y_test)
     return Trained(
         model=model,
-        feature_spec=spec,
+        feature_spec=data.feature_spec,
         test_accuracy=accuracy(model.network, x_test, y_test),
         baseline_accuracy=baseline_accuracy,
-        members=(x_train, y_train),
-        non_members=xy(holdout, generalized=True),
+        members=data.members,
+        non_members=data.non_members,
     )
+
+
+def non_private(training: TrainingConfig) -> TrainingConfig:
+    """Return the same training settings with DP off (for baselines, never registered)."""
+    return training.model_copy(update={"dp": training.dp.model_copy(update={"enabled": False})})
 
 
 def _train_charged(

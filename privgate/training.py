@@ -9,10 +9,12 @@ that assumption, Opacus issue #813; `check_loader` and `check_accounting` refuse
 
 from __future__ import annotations
 
+import functools
 import math
 import secrets
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -21,6 +23,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from privgate.clipping import BookKeepingClipper
 from privgate.config import DpConfig, TrainingConfig
 from privgate.errors import AccountingError, ConfigError
 
@@ -39,6 +42,8 @@ class DpReport:
     accountant: str
     poisson_sampling: bool
     secure_mode: bool
+    # How the clipped per-sample gradient sum was computed (bookkeeping, ghost, hooks).
+    clipping: str
     # A second accountant's epsilon for the same (sigma, q, steps); gates use the larger.
     epsilon_cross_check: float = math.inf
     accountant_cross_check: str = "none"
@@ -93,50 +98,33 @@ def train_model(x: np.ndarray, y: np.ndarray, *, training: TrainingConfig) -> Tr
     torch.manual_seed(training.seed)
     dp = training.dp
     seed = secrets.randbits(63) if dp.enabled else training.seed
-    generator = torch.Generator().manual_seed(seed)
     network = build_network(
         model=training.model, input_width=x.shape[1], hidden_units=training.hidden_units
     )
-    dataset = TensorDataset(torch.from_numpy(x), torch.from_numpy(y))
-    loader = DataLoader(dataset, batch_size=training.batch_size, shuffle=True, generator=generator)
+    loader = table_loader(
+        x, y, batch_size=training.batch_size, generator=torch.Generator().manual_seed(seed)
+    )
     optimizer = torch.optim.Adam(network.parameters(), lr=training.learning_rate)
-    engine = None
     if dp.enabled:
-        network, optimizer, loader, engine = privatize(
-            network, optimizer, loader, dp=dp, epochs=training.epochs
+        loop = privatize(
+            network,
+            optimizer,
+            loader,
+            dp=dp,
+            epochs=training.epochs,
+            max_physical_batch_size=training.max_physical_batch_size,
         )
+    else:
+        loop = TrainingLoop(network, network, optimizer, loader, plain_step(network, optimizer))
     with warnings.catch_warnings():
         # Opacus's hooks see no gradient w.r.t. the first layer's input (it is data) and
         # torch warns about it; that is expected here.
         warnings.filterwarnings("ignore", message="Full backward hook is firing")
-        epoch_loss, steps = _run_epochs(network, optimizer, loader, epochs=training.epochs)
+        epoch_loss, steps = run_epochs(loop, epochs=training.epochs)
+    network = loop.model
     network.eval()
-    if engine is not None:
-        sample_rate = float(loader.sample_rate)
-        epsilon = _finite_positive(float(engine.get_epsilon(dp.target_delta)), dp.accountant)
-        cross_name, cross_epsilon = cross_check_epsilon(
-            accountant=dp.accountant,
-            noise_multiplier=float(optimizer.noise_multiplier),
-            sample_rate=sample_rate,
-            steps=steps,
-            delta=dp.target_delta,
-        )
-        report = DpReport(
-            enabled=True,
-            epsilon=epsilon,
-            delta=dp.target_delta,
-            noise_multiplier=float(optimizer.noise_multiplier),
-            # The rate the Poisson loader draws with, hence the one the accountant uses.
-            sample_rate=sample_rate,
-            steps=steps,
-            max_grad_norm=dp.max_grad_norm,
-            accountant=dp.accountant,
-            poisson_sampling=True,
-            secure_mode=dp.secure_mode,
-            epsilon_cross_check=cross_epsilon,
-            accountant_cross_check=cross_name,
-        )
-        network = network._module  # unwrap GradSampleModule for inference and saving
+    if loop.engine is not None:
+        report = _dp_report(loop, dp=dp, loop_steps=steps)
     else:
         report = DpReport(
             enabled=False,
@@ -149,6 +137,7 @@ def train_model(x: np.ndarray, y: np.ndarray, *, training: TrainingConfig) -> Tr
             accountant="none",
             poisson_sampling=False,
             secure_mode=False,
+            clipping="none",
         )
     return TrainedModel(
         network=network,
@@ -159,6 +148,112 @@ def train_model(x: np.ndarray, y: np.ndarray, *, training: TrainingConfig) -> Tr
     )
 
 
+def _dp_report(loop: TrainingLoop, *, dp: DpConfig, loop_steps: int) -> DpReport:
+    """Return what the accountants certify for the steps the optimizer actually took."""
+    engine, optimizer = loop.engine, loop.optimizer
+    # The accountant's own history is the truth: it counts the noised steps that ran.
+    steps = sum(int(entry[2]) for entry in engine.accountant.history)
+    if steps != loop_steps:
+        raise AccountingError(
+            f"the accountant counted {steps} noised steps but the loop took {loop_steps}; "
+            "the reported epsilon would not describe the training"
+        )
+    sample_rate = float(loop.loader.sample_rate)
+    epsilon = _finite_positive(float(engine.get_epsilon(dp.target_delta)), dp.accountant)
+    cross_name, cross_epsilon = cross_check_epsilon(
+        accountant=dp.accountant,
+        noise_multiplier=float(optimizer.noise_multiplier),
+        sample_rate=sample_rate,
+        steps=steps,
+        delta=dp.target_delta,
+    )
+    return DpReport(
+        enabled=True,
+        epsilon=epsilon,
+        delta=dp.target_delta,
+        noise_multiplier=float(optimizer.noise_multiplier),
+        # The rate the Poisson loader draws with, hence the one the accountant uses.
+        sample_rate=sample_rate,
+        steps=steps,
+        max_grad_norm=dp.max_grad_norm,
+        accountant=dp.accountant,
+        poisson_sampling=True,
+        secure_mode=dp.secure_mode,
+        clipping=dp.clipping,
+        epsilon_cross_check=cross_epsilon,
+        accountant_cross_check=cross_name,
+    )
+
+
+class TableDataset(TensorDataset):
+    """In-memory rows that a DataLoader fetches a whole batch at a time.
+
+    `__getitems__` lets the loader index the tensors once per batch instead of collating
+    one row at a time, which would cost more than the DP-SGD step it feeds.
+    """
+
+    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, ...]:
+        index = torch.as_tensor(indices, dtype=torch.long)
+        return tuple(tensor[index] for tensor in self.tensors)
+
+
+def _batch_as_is(batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    return batch
+
+
+def table_loader(
+    x: np.ndarray, y: np.ndarray, *, batch_size: int, generator: torch.Generator
+) -> DataLoader:
+    """Return a shuffling loader over in-memory rows (Opacus swaps in Poisson sampling)."""
+    dataset = TableDataset(torch.from_numpy(x), torch.from_numpy(y))
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=True,
+        generator=generator,
+        collate_fn=_batch_as_is,
+    )
+
+
+Step = Callable[[torch.Tensor, torch.Tensor], float]
+
+
+@dataclass
+class TrainingLoop:
+    """What one training run iterates: the loader, and the step taken per batch.
+
+    `network` is what the step trains (possibly Opacus-wrapped); `model` the plain
+    module kept for inference and saving.
+    """
+
+    network: nn.Module
+    model: nn.Module
+    optimizer: Any
+    loader: Any
+    step: Step
+    engine: Any = None
+
+
+def _bce(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return nn.functional.binary_cross_entropy_with_logits(logits.squeeze(-1), y, reduction="none")
+
+
+def plain_step(network: nn.Module, optimizer: Any) -> Step:
+    """Return a step on the batch's mean loss (non-private, or Opacus `hooks` mode)."""
+
+    def step(xb: torch.Tensor, yb: torch.Tensor) -> float:
+        optimizer.zero_grad()
+        losses = _bce(network(xb), yb)
+        # Poisson sampling can draw an empty batch. It still takes a step: Opacus adds
+        # noise to a zero gradient, and skipping it would make the number of noised
+        # steps depend on the data.
+        (losses.mean() if len(xb) else losses.sum()).backward()
+        optimizer.step()
+        return float(losses.detach().sum())
+
+    return step
+
+
 def privatize(
     network: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -166,15 +261,20 @@ def privatize(
     *,
     dp: DpConfig,
     epochs: int,
-) -> tuple[nn.Module, Any, Any, Any]:
+    max_physical_batch_size: int = 4096,
+) -> TrainingLoop:
     """Wrap model, optimizer and loader for DP-SGD, refusing what the accounting can't see.
+
+    Opacus does the accounting, the Poisson sampling, the validation and the noise in
+    every mode; `dp.clipping` only chooses how the clipped per-sample gradient sum is
+    computed (see `privgate.clipping`).
 
     Raises:
         AccountingError: for a custom sampler, a model Opacus cannot train privately, or
             a loop whose sampling rate differs from the one the accountant is told.
+        ConfigError: for secure_mode without torchcsprng, or book-keeping clipping on a
+            model it cannot treat exactly.
     """
-    from opacus import PrivacyEngine
-    from opacus.accountants.utils import get_noise_multiplier
     from opacus.validators import ModuleValidator
 
     check_loader(loader)
@@ -186,36 +286,185 @@ def privatize(
             "such as BatchNorm mix samples, so one record's gradient is no longer its own; "
             "use GroupNorm or LayerNorm instead (opacus.validators.ModuleValidator.fix)"
         )
-    # Calibrate sigma so that both the configured accountant and its cross-check meet
-    # target_epsilon: the budget gate judges the larger of the two.
-    sample_rate, steps = 1.0 / len(loader), epochs * len(loader)
-    noise_multiplier = max(
+    with warnings.catch_warnings():
+        # Opacus warns that secure_mode=False is insecure; the config documents it.
+        warnings.filterwarnings("ignore", message="Secure RNG turned off")
+        engine = _privacy_engine(dp)
+    noise_multiplier = calibrated_noise_multiplier(
+        target_epsilon=dp.target_epsilon,
+        target_delta=dp.target_delta,
+        sample_rate=1.0 / len(loader),
+        steps=epochs * len(loader),
+        accountant=dp.accountant,
+    )
+    noise_generator = (
+        None if dp.secure_mode else torch.Generator().manual_seed(secrets.randbits(63))
+    )
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Secure RNG turned off")
+        if dp.clipping == "bookkeeping":
+            loop = _bookkeeping_loop(
+                engine,
+                network,
+                optimizer,
+                loader,
+                dp=dp,
+                noise_multiplier=noise_multiplier,
+                noise_generator=noise_generator,
+                max_physical_batch_size=max_physical_batch_size,
+            )
+        elif dp.clipping == "ghost":
+            wrapped, dp_optimizer, criterion, private_loader = engine.make_private(
+                module=network,
+                optimizer=optimizer,
+                criterion=nn.BCEWithLogitsLoss(),
+                data_loader=loader,
+                noise_multiplier=noise_multiplier,
+                max_grad_norm=dp.max_grad_norm,
+                poisson_sampling=True,
+                noise_generator=noise_generator,
+                grad_sample_mode="ghost",
+            )
+            step = _ghost_step(wrapped, dp_optimizer, criterion)
+            loop = TrainingLoop(wrapped, network, dp_optimizer, private_loader, step, engine)
+        else:
+            wrapped, dp_optimizer, private_loader = engine.make_private(
+                module=network,
+                optimizer=optimizer,
+                data_loader=loader,
+                noise_multiplier=noise_multiplier,
+                max_grad_norm=dp.max_grad_norm,
+                poisson_sampling=True,
+                noise_generator=noise_generator,
+            )
+            step = _chunked(
+                plain_step(wrapped, dp_optimizer), dp_optimizer, max_physical_batch_size
+            )
+            loop = TrainingLoop(wrapped, network, dp_optimizer, private_loader, step, engine)
+    check_accounting(loop.loader, loop.optimizer, n=len(loader.dataset))  # type: ignore[arg-type]
+    return loop
+
+
+@functools.lru_cache(maxsize=64)
+def calibrated_noise_multiplier(
+    *, target_epsilon: float, target_delta: float, sample_rate: float, steps: int, accountant: str
+) -> float:
+    """Return the sigma at which both `accountant` and its cross-check meet the target.
+
+    The budget gate judges the larger of the two epsilons, so sigma is the larger of the
+    two calibrations. Pure and slow (seconds, the PRV search), hence cached.
+    """
+    from opacus.accountants.utils import get_noise_multiplier
+
+    return max(
         get_noise_multiplier(
-            target_epsilon=dp.target_epsilon,
-            target_delta=dp.target_delta,
+            target_epsilon=target_epsilon,
+            target_delta=target_delta,
             sample_rate=sample_rate,
             steps=steps,
             accountant=name,
         )
-        for name in {dp.accountant, _cross_check_name(dp.accountant)}
+        for name in (accountant, _cross_check_name(accountant))
     )
-    with warnings.catch_warnings():
-        # Opacus warns that secure_mode=False is insecure; the config documents it.
-        warnings.filterwarnings("ignore", message="Secure RNG turned off")
-        engine = PrivacyEngine(accountant=dp.accountant, secure_mode=dp.secure_mode)
-        network, optimizer, private_loader = engine.make_private(
-            module=network,
-            optimizer=optimizer,
-            data_loader=loader,
-            noise_multiplier=noise_multiplier,
-            max_grad_norm=dp.max_grad_norm,
-            poisson_sampling=True,
-            noise_generator=None
-            if dp.secure_mode
-            else torch.Generator().manual_seed(secrets.randbits(63)),
-        )
-    check_accounting(private_loader, optimizer, n=len(loader.dataset))  # type: ignore[arg-type]
-    return network, optimizer, private_loader, engine
+
+
+def _privacy_engine(dp: DpConfig) -> Any:
+    from opacus import PrivacyEngine
+
+    try:
+        return PrivacyEngine(accountant=dp.accountant, secure_mode=dp.secure_mode)
+    except ImportError as error:
+        raise ConfigError(
+            "training.dp.secure_mode=true needs the torchcsprng package, which is not "
+            "installed (it publishes no wheel for this torch); set secure_mode=false or "
+            "install torchcsprng"
+        ) from error
+
+
+def _bookkeeping_loop(
+    engine: Any,
+    network: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loader: DataLoader,
+    *,
+    dp: DpConfig,
+    noise_multiplier: float,
+    noise_generator: torch.Generator | None,
+    max_physical_batch_size: int,
+) -> TrainingLoop:
+    """Wire Opacus's Poisson loader, noise and accountant around book-keeping clipping.
+
+    The same pieces `PrivacyEngine.make_private(grad_sample_mode="ghost")` assembles,
+    with the module left unwrapped: `BookKeepingClipper` writes the clipped sum into
+    `p.grad` and `BookKeepingDPOptimizer` noises, scales and accounts for it.
+    """
+    from opacus.data_loader import DPDataLoader
+    from opacus.validators import ModuleValidator
+
+    from privgate.dp_optimizer import BookKeepingDPOptimizer
+
+    ModuleValidator.validate(network, strict=True)
+    clipper = BookKeepingClipper(
+        network,
+        max_grad_norm=dp.max_grad_norm,
+        loss=_bce,
+        max_physical_batch_size=max_physical_batch_size,
+    )
+    private_loader = DPDataLoader.from_data_loader(loader, generator=engine.secure_rng)
+    sample_rate = 1.0 / len(private_loader)
+    dp_optimizer = BookKeepingDPOptimizer(
+        optimizer,
+        clipper=clipper,
+        noise_multiplier=noise_multiplier,
+        max_grad_norm=dp.max_grad_norm,
+        expected_batch_size=int(len(loader.dataset) * sample_rate),  # type: ignore[arg-type]
+        loss_reduction="mean",
+        generator=engine.secure_rng if dp.secure_mode else noise_generator,
+        secure_mode=dp.secure_mode,
+    )
+    dp_optimizer.attach_step_hook(engine.accountant.get_optimizer_hook_fn(sample_rate=sample_rate))
+
+    def step(xb: torch.Tensor, yb: torch.Tensor) -> float:
+        # No zero_grad: the clipper overwrites its buffer, which the gradients view.
+        loss = clipper.clipped_gradient_sum(xb, yb)
+        dp_optimizer.step()
+        return loss
+
+    return TrainingLoop(network, network, dp_optimizer, private_loader, step, engine)
+
+
+def _ghost_step(network: nn.Module, optimizer: Any, criterion: Any) -> Step:
+    def step(xb: torch.Tensor, yb: torch.Tensor) -> float:
+        optimizer.zero_grad()
+        logits = network(xb).squeeze(-1)
+        loss = criterion(logits, yb)
+        loss.backward()
+        optimizer.step()
+        return float(loss.detach()) * len(xb)
+
+    return step
+
+
+def _chunked(step: Step, optimizer: Any, max_physical_batch_size: int) -> Step:
+    """Split a large logical batch into physical ones, stepping once (Opacus hooks mode).
+
+    Opacus's `BatchMemoryManager` does this for a whole loader; here the same
+    `signal_skip_step` protocol is applied per batch, so that each logical batch is one
+    noised step whatever its size.
+    """
+
+    def chunked(xb: torch.Tensor, yb: torch.Tensor) -> float:
+        if len(xb) <= max_physical_batch_size:
+            return step(xb, yb)
+        total = 0.0
+        starts = range(0, len(xb), max_physical_batch_size)
+        for index, start in enumerate(starts):
+            optimizer.signal_skip_step(do_skip=index < len(starts) - 1)
+            stop = start + max_physical_batch_size
+            total += step(xb[start:stop], yb[start:stop])
+        return total
+
+    return chunked
 
 
 def check_loader(loader: DataLoader) -> None:
@@ -317,26 +566,16 @@ def _finite_positive(epsilon: float, accountant: str) -> float:
     return epsilon
 
 
-def _run_epochs(
-    network: nn.Module, optimizer: torch.optim.Optimizer, loader: DataLoader, *, epochs: int
-) -> tuple[list[float], int]:
-    loss_fn = nn.BCEWithLogitsLoss()
+def run_epochs(loop: TrainingLoop, *, epochs: int) -> tuple[list[float], int]:
+    """Run `epochs` passes of `loop`; return the mean loss per epoch and the steps taken."""
     epoch_loss: list[float] = []
     steps = 0
-    network.train()
+    loop.network.train()
     for _ in range(epochs):
         total, seen = 0.0, 0
-        for xb, yb in loader:
-            # Poisson sampling can draw an empty batch. It still takes a step: Opacus adds
-            # noise to a zero gradient, and skipping it would make the number of noised
-            # steps depend on the data.
-            optimizer.zero_grad()
-            logits = network(xb).squeeze(-1)
-            loss = loss_fn(logits, yb) if len(xb) else logits.sum()
-            loss.backward()
-            optimizer.step()
+        for xb, yb in loop.loader:
+            total += loop.step(xb, yb)
             steps += 1
-            total += float(loss.detach()) * len(xb)
             seen += len(xb)
         epoch_loss.append(total / max(seen, 1))
     return epoch_loss, steps

@@ -100,27 +100,32 @@ def test_when_the_private_loop_is_not_poisson_then_the_run_is_refused() -> None:
         check_accounting(DataLoader(_dataset(), batch_size=32), SimpleNamespace(), n=512)
 
 
-def test_when_gradients_are_zero_then_the_update_is_exactly_the_calibrated_noise() -> None:
+@pytest.mark.parametrize(
+    ("clipping", "physical"),
+    [("bookkeeping", 4096), ("bookkeeping", 50), ("ghost", 4096), ("hooks", 4096), ("hooks", 50)],
+)
+def test_when_gradients_are_zero_then_the_update_is_exactly_the_calibrated_noise(
+    clipping: str, physical: int
+) -> None:
     # With zero inputs every per-sample gradient is zero, so one SGD step (lr 1) moves
-    # each weight by noise / expected batch size: N(0, (sigma * C / B)^2).
+    # each weight by noise / expected batch size: N(0, (sigma * C / B)^2). A batch split
+    # into physical chunks must still be noised once (sqrt(chunks) times more would show).
     n, width, batch = 4096, 2000, 256
-    dataset = TensorDataset(torch.zeros(n, width), torch.zeros(n))
-    loader = DataLoader(dataset, batch_size=batch)
-    network = nn.Linear(width, 1, bias=False)
-    nn.init.zeros_(network.weight)
+    loader = DataLoader(TensorDataset(torch.zeros(n, width), torch.zeros(n)), batch_size=batch)
+    network = nn.Sequential(nn.Linear(width, 1, bias=False))
+    nn.init.zeros_(network[0].weight)
     optimizer = torch.optim.SGD(network.parameters(), lr=1.0)
-    dp = DpConfig(target_epsilon=3.0, max_grad_norm=2.0)
-    model, optimizer, private_loader, _ = privatize(network, optimizer, loader, dp=dp, epochs=1)
+    dp = DpConfig(target_epsilon=3.0, max_grad_norm=2.0, clipping=clipping)
+    loop = privatize(network, optimizer, loader, dp=dp, epochs=1, max_physical_batch_size=physical)
 
-    x, y = next(iter(private_loader))
-    optimizer.zero_grad()
-    nn.functional.binary_cross_entropy_with_logits(model(x).squeeze(-1), y).backward()
-    optimizer.step()
+    x, y = next(iter(loop.loader))
+    loop.step(x, y)
 
+    optimizer = loop.optimizer
     expected = optimizer.noise_multiplier * dp.max_grad_norm / optimizer.expected_batch_size
-    measured = float(model._module.weight.detach().std())
-    assert measured == pytest.approx(expected, rel=0.08)
-    assert optimizer.expected_batch_size == pytest.approx(n * private_loader.sample_rate, abs=1)
+    assert float(loop.model[0].weight.detach().std()) == pytest.approx(expected, rel=0.08)
+    assert loop.optimizer.expected_batch_size == pytest.approx(n * loop.loader.sample_rate, abs=1)
+    assert sum(entry[2] for entry in loop.engine.accountant.history) == 1
 
 
 def test_when_per_sample_gradients_are_computed_then_they_equal_microbatch_gradients() -> None:
