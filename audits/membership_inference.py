@@ -86,3 +86,40 @@ def balanced_sample(
         np.sort(rng.choice(n_members, size=size, replace=False)),
         np.sort(rng.choice(n_non_members, size=size, replace=False)),
     )
+
+
+def true_label_probability(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Return each row's model probability of its true label, kept inside (0, 1)."""
+    p_positive = 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))
+    p_true = np.where(np.asarray(labels) >= 0.5, p_positive, 1.0 - p_positive)
+    return np.clip(p_true, 1e-12, 1.0 - 1e-12)
+
+
+def rmia_scores(target_p: np.ndarray, reference_p: np.ndarray, *, offline_a: float) -> np.ndarray:
+    """Return RMIA scores (Zarifzadeh et al. 2024): Pr(x | target) / Pr(x), in logs.
+
+    `reference_p` (K, n) holds reference models' true-label probabilities, none of
+    which trained on the records (offline). Pr(x) is their mean, corrected for that with
+    `offline_a` as the paper does: Pr(x) = ((1 + a) Pr_out(x) + (1 - a)) / 2. RMIA then
+    compares this ratio with the ratios of population records z at threshold gamma;
+    for a fixed gamma that comparison is monotone in the ratio of x, so the ratio
+    itself ranks records identically and yields the same ROC curve.
+    """
+    marginal = 0.5 * ((1.0 + offline_a) * reference_p.mean(axis=0) + (1.0 - offline_a))
+    return np.log(target_p) - np.log(marginal)
+
+
+def lira_offline_scores(target_p: np.ndarray, reference_p: np.ndarray) -> np.ndarray:
+    """Return offline LiRA scores (Carlini et al. 2022): how far above the OUT Gaussian.
+
+    Confidences are logit-scaled, log(p / (1 - p)); with fewer than 16 reference models
+    one global standard deviation replaces the per-record ones, as the paper advises.
+    """
+    phi = np.log(target_p) - np.log1p(-target_p)
+    reference_phi = np.log(reference_p) - np.log1p(-reference_p)
+    mean = reference_phi.mean(axis=0)
+    if reference_phi.shape[0] >= 16:
+        std = reference_phi.std(axis=0) + 1e-6
+    else:
+        std = float(reference_phi.std(axis=0).mean()) + 1e-6
+    return (phi - mean) / std
