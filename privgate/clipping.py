@@ -91,8 +91,8 @@ class BookKeepingClipper:
         self.loss = loss
         self.max_physical_batch_size = max_physical_batch_size
         self.flat = torch.zeros(sum(p.numel() for p in self.parameters))
-        self.views = list(torch.split(self.flat, [p.numel() for p in self.parameters]))
-        self.views = [v.view_as(p) for v, p in zip(self.views, self.parameters, strict=True)]
+        chunks = torch.split(self.flat, [p.numel() for p in self.parameters])
+        self.views = [c.view_as(p) for c, p in zip(chunks, self.parameters, strict=True)]
         # Set when a fresh clipped sum is written, cleared when it is noised: a sum is
         # never noised twice, and noise is never added to a stale sum.
         self.fresh = False

@@ -17,7 +17,7 @@ from torch import nn
 from privgate.clipping import BookKeepingClipper, supports
 from privgate.config import DpConfig, TrainingConfig
 from privgate.errors import ConfigError
-from privgate.training import _bce, build_network, train_model
+from privgate.training import _bce, build_network, privatize, train_model
 
 pytestmark = pytest.mark.filterwarnings("ignore:Full backward hook is firing")
 
@@ -89,7 +89,7 @@ def test_when_norms_are_computed_then_they_equal_opacus_per_sample_gradient_norm
     assert (norms > 1.0).any()
 
 
-def test_when_opacus_ghost_clipping_runs_then_it_agrees_with_bookkeeping() -> None:
+def test_when_one_private_step_runs_on_each_path_then_bookkeeping_agrees_with_opacus() -> None:
     # The two fast paths against each other, through the whole private step: same init,
     # same batch, noise drawn from the same seed, one SGD step each.
     x, y = _batch(256, 30, seed=4)
@@ -99,8 +99,6 @@ def test_when_opacus_ghost_clipping_runs_then_it_agrees_with_bookkeeping() -> No
         torch.manual_seed(5)
         network = build_network(model="mlp", input_width=30, hidden_units=8)
         loader = torch.utils.data.DataLoader(dataset, batch_size=64)
-        from privgate.training import privatize
-
         loop = privatize(
             network,
             torch.optim.SGD(network.parameters(), lr=1.0),
@@ -183,8 +181,6 @@ def test_when_training_through_each_clipping_path_then_the_accountant_counts_eve
 
 def test_when_the_optimizer_steps_twice_on_one_clipped_sum_then_it_refuses() -> None:
     # Noising the same sum twice (or a stale one) would break the noise calibration.
-    from privgate.training import privatize
-
     x, y = _batch(400, 5)
     network = build_network(model="logistic", input_width=5, hidden_units=1)
     loop = privatize(
