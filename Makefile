@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.privgate-installed
 
-.PHONY: help install run test test-fast lint bench bench-orchestration bench-dp clean-state
+.PHONY: help install run test test-fast lint bench bench-orchestration bench-dp bench-audit clean-state
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -35,13 +35,16 @@ test-fast: $(STAMP) ## run the tests but the end-to-end ones
 lint: $(STAMP) ## ruff lint and format check
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
-bench: bench-orchestration bench-dp ## all benchmarks
+bench: bench-orchestration bench-dp bench-audit ## all benchmarks
 
 bench-orchestration: $(STAMP) ## Prefect + MLflow overhead over plain stage calls
 	$(BIN)/python benchmarks/orchestration.py
 
 bench-dp: $(STAMP) ## DP-SGD vs non-private epoch time and accuracy, full Adult
 	$(BIN)/python benchmarks/dp_training.py
+
+bench-audit: $(STAMP) ## attacks, canary audit and a LiRA-64 yardstick, full Adult
+	$(BIN)/python benchmarks/audit.py
 
 clean-state: ## delete run state under ./.privgate (models, runs, keys, demo data)
 	rm -rf .privgate

@@ -30,6 +30,11 @@ class Evidence:
     accuracy: float | None = None
     mia_auc: float | None = None
     mia_tpr_at_1pct_fpr: float | None = None
+    strongest_attack: str | None = None
+    empirical_epsilon_lower_bound: float | None = None
+    claimed_epsilon: float | None = None
+    dp_violations: int | None = None
+    audit_power_epsilon: float | None = None
 
 
 @dataclass(frozen=True)
@@ -42,11 +47,22 @@ class GateResult:
     threshold: float
     comparison: Comparison
     details: str = ""
+    # Not a pass: the measurement could not have seen a failure (blocks like one).
+    inconclusive: bool = False
+
+    @property
+    def status(self) -> str:
+        """Return "passed", "failed" or "inconclusive"."""
+        if self.passed:
+            return "passed"
+        return "inconclusive" if self.inconclusive else "failed"
 
     def describe(self) -> str:
         """Return e.g. `privacy_budget: epsilon=inf, must be <= 3.0`."""
         value = "not measured" if self.value is None else f"{self.value:.6g}"
-        verdict = "passed" if self.passed else "FAILED"
+        verdict = {"passed": "passed", "failed": "FAILED", "inconclusive": "INCONCLUSIVE"}[
+            self.status
+        ]
         text = f"{self.name} {verdict}: {value}, must be {self.comparison} {self.threshold:.6g}"
         return f"{text} ({self.details})" if self.details else text
 
@@ -131,6 +147,7 @@ class GateReport:
             "gates": [
                 {
                     **asdict(r),
+                    "status": r.status,
                     "value": json_number(r.value),
                     "threshold": json_number(r.threshold),
                 }
@@ -148,7 +165,9 @@ class GateReport:
         ]
         for r in self.results:
             value = "—" if r.value is None else f"{r.value:.6g}"
-            mark = "✅ passed" if r.passed else "❌ failed"
+            mark = {"passed": "✅ passed", "failed": "❌ failed", "inconclusive": "⚠️ inconclusive"}[
+                r.status
+            ]
             rule = f"{r.comparison} {r.threshold:.6g}"
             lines.append(f"| `{r.name}` | {mark} | {value} | {rule} | {r.details} |")
         return "\n".join(lines) + "\n"
@@ -218,19 +237,96 @@ def utility_gate(evidence: Evidence, policy: PrivacyPolicy) -> GateResult:
     return _verdict("utility", evidence.accuracy, ">=", policy.min_accuracy, "test accuracy")
 
 
+def _strongest(evidence: Evidence) -> str:
+    return (
+        f"strongest of the attacks run, {evidence.strongest_attack} by TPR at 1% FPR"
+        if (evidence.strongest_attack)
+        else ""
+    )
+
+
 @register_gate("membership_inference_auc")
 def membership_inference_auc_gate(evidence: Evidence, policy: PrivacyPolicy) -> GateResult:
-    """The membership-inference attack's ROC AUC must be <= max_mia_auc."""
-    return _verdict("membership_inference_auc", evidence.mia_auc, "<=", policy.max_mia_auc)
+    """The highest ROC AUC of any membership-inference attack must be <= max_mia_auc."""
+    return _verdict(
+        "membership_inference_auc",
+        evidence.mia_auc,
+        "<=",
+        policy.max_mia_auc,
+        "highest AUC of the attacks run",
+    )
 
 
 @register_gate("membership_inference_tpr")
 def membership_inference_tpr_gate(evidence: Evidence, policy: PrivacyPolicy) -> GateResult:
-    """The attack's TPR at 1% FPR must be <= max_mia_tpr_at_1pct_fpr."""
+    """The highest TPR at 1% FPR of any attack must be <= max_mia_tpr_at_1pct_fpr."""
     return _verdict(
         "membership_inference_tpr",
         evidence.mia_tpr_at_1pct_fpr,
         "<=",
         policy.max_mia_tpr_at_1pct_fpr,
-        "TPR at 1% FPR",
+        f"TPR at 1% FPR, {_strongest(evidence)}".rstrip(", "),
+    )
+
+
+@register_gate("dp_consistency")
+def dp_consistency_gate(evidence: Evidence, policy: PrivacyPolicy) -> GateResult:
+    """No empirical epsilon lower bound may exceed the claimed epsilon.
+
+    A bound above the claim, or any attack beating TPR <= e^eps FPR + delta beyond its
+    confidence interval, proves the training code does not deliver its guarantee:
+    promotion is blocked whatever else passed.
+    """
+    bound, claimed, violations = (
+        evidence.empirical_epsilon_lower_bound,
+        evidence.claimed_epsilon,
+        evidence.dp_violations,
+    )
+    if bound is None or claimed is None or violations is None:
+        return _verdict("dp_consistency", None, "<=", math.nan)
+    if violations > 0:
+        return GateResult(
+            "dp_consistency",
+            False,
+            bound,
+            claimed,
+            "<=",
+            f"{violations} test(s) beat TPR <= e^eps FPR + delta at the claimed epsilon",
+        )
+    if math.isinf(claimed):
+        no_claim = "no DP claim to check (trained without DP)"
+        return GateResult("dp_consistency", True, bound, claimed, "<=", no_claim)
+    return _verdict(
+        "dp_consistency",
+        bound,
+        "<=",
+        claimed,
+        "empirical epsilon lower bound vs the accountant's claimed epsilon",
+    )
+
+
+@register_gate("audit_power")
+def audit_power_gate(evidence: Evidence, policy: PrivacyPolicy) -> GateResult:
+    """The canary audit of the recipe without DP must prove >= min_audit_power_epsilon.
+
+    Otherwise the audit could not have told a model trained without noise from a private
+    one, and its other verdicts say nothing: the result is inconclusive, never a pass.
+    """
+    value, threshold = evidence.audit_power_epsilon, policy.min_audit_power_epsilon
+    result = _verdict(
+        "audit_power",
+        value,
+        ">=",
+        threshold,
+        "epsilon lower bound the canary audit proves on the recipe without DP",
+    )
+    if result.passed:
+        return result
+    why = (
+        "no non-private control was run (audit.canaries is 0)"
+        if value is None
+        else "the audit cannot see a model trained without DP"
+    )
+    return GateResult(
+        "audit_power", False, value, threshold, ">=", f"inconclusive: {why}", inconclusive=True
     )

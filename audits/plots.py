@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from audits.membership_inference import MembershipInferenceResult
 
 
-def plot_roc(result: MembershipInferenceResult, path: Path) -> Path:
-    """Write the attack's ROC curve on log-log axes, where low-FPR behaviour shows."""
+def plot_roc(results: Sequence[MembershipInferenceResult], path: Path) -> Path:
+    """Write every attack's ROC curve on log-log axes, where low-FPR behaviour shows."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display; also keeps matplotlib from probing for one
@@ -16,11 +17,12 @@ def plot_roc(result: MembershipInferenceResult, path: Path) -> Path:
 
     figure, axes = plt.subplots(figsize=(4.5, 4.5), dpi=120)
     floor = 1e-4
-    axes.loglog(
-        [max(f, floor) for f in result.roc_fpr],
-        [max(t, floor) for t in result.roc_tpr],
-        label=f"{result.attack} (AUC {result.mia_auc:.3f})",
-    )
+    for result in results:
+        axes.loglog(
+            [max(f, floor) for f in result.roc_fpr],
+            [max(t, floor) for t in result.roc_tpr],
+            label=f"{result.attack} (AUC {result.mia_auc:.3f})",
+        )
     axes.loglog([floor, 1], [floor, 1], linestyle="--", color="grey", label="chance")
     axes.set_xlabel("false-positive rate")
     axes.set_ylabel("true-positive rate")

@@ -25,13 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from audits.membership_inference import (
-    MembershipInferenceResult,
-    evaluate_scores,
-    lira_offline_scores,
-    rmia_scores,
-    true_label_probability,
-)
+from audits.membership_inference import true_label_probability
 
 
 @dataclass(frozen=True)
@@ -117,7 +111,8 @@ def train_reference_models(
             f"a reference model's subset holds {int(sizes.min())} rows, fewer than the "
             f"batch size {recipe.batch_size}"
         )
-    torch.manual_seed(seed)
+    # Every draw below uses its own generator: the global one is left alone, since
+    # groups of reference models train in parallel threads.
     stacked = StackedMLP(models, x.shape[1], recipe.hidden_units, seed=seed)
     optimizer = torch.optim.Adam(stacked.parameters(), lr=recipe.learning_rate)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
@@ -173,51 +168,24 @@ def _step(
     optimizer.step()
 
 
-REFERENCE_ATTACKS = ("rmia", "lira_offline")
-
-
-def reference_attacks(
-    target: nn.Module,
-    members: tuple[np.ndarray, np.ndarray],
-    non_members: tuple[np.ndarray, np.ndarray],
+def reference_probabilities(
     population: tuple[np.ndarray, np.ndarray],
+    records: tuple[np.ndarray, np.ndarray],
     recipe: Recipe,
     *,
     models: int,
     seed: int,
-    attacks: tuple[str, ...] = REFERENCE_ATTACKS,
-    offline_a: float = 0.3,
-) -> list[MembershipInferenceResult]:
-    """Run reference-model attacks on `target`: members vs non-members (aggregates only).
+) -> np.ndarray:
+    """Train `models` reference models on random halves of `population`; score `records`.
 
-    The reference models train on random halves of `population`, which must be
-    disjoint from members and non-members (offline attacks: no target record is ever
-    in a reference model's data).
+    Returns each model's probability of each record's true label, shape (models, n).
+    `population` must be disjoint from `records` (offline attacks).
 
     Raises:
-        ValueError: for an unknown attack or a population too small for the recipe.
+        ValueError: when half the population is smaller than the recipe's batch size.
     """
-    unknown = sorted(set(attacks) - set(REFERENCE_ATTACKS))
-    if unknown:
-        raise ValueError(f"unknown reference attack(s) {unknown}; known: {REFERENCE_ATTACKS}")
     pop_x, pop_y = population
-    rng = np.random.default_rng(seed)
-    memberships = rng.random((models, len(pop_x))) < 0.5
+    memberships = np.random.default_rng(seed).random((models, len(pop_x))) < 0.5
     stacked = train_reference_models(pop_x, pop_y, memberships, recipe, seed=seed)
-    (xm, ym), (xn, yn) = members, non_members
-    x = torch.from_numpy(np.concatenate([xm, xn]))
-    y = np.concatenate([ym, yn])
-    with torch.no_grad():
-        target.eval()
-        target_p = true_label_probability(target(x).squeeze(-1).numpy(), y)
-    reference_p = true_label_probability(stacked.logits(x).numpy(), y[np.newaxis, :])
-    results = []
-    for attack in attacks:
-        if attack == "rmia":
-            scores = rmia_scores(target_p, reference_p, offline_a=offline_a)
-        else:
-            scores = lira_offline_scores(target_p, reference_p)
-        results.append(
-            evaluate_scores(scores[: len(xm)], scores[len(xm) :], attack=f"{attack}_{models}ref")
-        )
-    return results
+    x, y = records
+    return true_label_probability(stacked.logits(torch.from_numpy(x)).numpy(), y[np.newaxis, :])

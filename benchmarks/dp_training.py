@@ -24,16 +24,13 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import os
 import statistics
 import sys
-import tempfile
 import time
-import warnings
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _adult import prepare
 
 
 def main() -> None:
@@ -43,28 +40,10 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3, help="trainings per accuracy arm")
     args = parser.parse_args()
 
-    home = Path(tempfile.mkdtemp(prefix="privgate-bench-"))
-    os.environ["PRIVGATE_HOME"] = str(home)
-    from privgate.home import configure_state_environment
-
-    configure_state_environment()
-    warnings.filterwarnings("ignore", message="Full backward hook is firing")
-    warnings.filterwarnings("ignore", message="Optimal order is the largest alpha")
-
+    config, data, _, prepare_s = prepare(args.rows)
     from privgate import stages
-    from privgate.config import load_config, load_policy
-    from privgate.demo_data import write_demo_data
 
-    started = time.perf_counter()
-    write_demo_data(home / "demo", rows=args.rows)
-    config = load_config(ROOT / "configs" / "demo.yaml")
-    tables = stages.ingest(config)
-    stages.validate(tables, config)
-    anonymized = stages.anonymize(tables, stages.scan(tables, config), config)
-    stages.judge_data(stages.verify(anonymized, config, load_policy()), load_policy())
-    data = stages.training_data(anonymized, tables, config)
     x, y = data.members
-    prepare_s = time.perf_counter() - started
     print(f"rows_train={len(x)} features={x.shape[1]} prepare_s={prepare_s:.1f}")
 
     training = config.training

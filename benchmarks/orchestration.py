@@ -66,8 +66,8 @@ def main() -> None:
         verification = stages.verify(anonymized, config, policy)
         stages.judge_data(verification, policy)
         trained = stages.train(anonymized, tables, config, policy, run_key=str(uuid.uuid4()))
-        attack = stages.audit(trained, config)
-        stages.judge(verification, trained, attack, policy)
+        report = stages.run_audit(trained, config)
+        stages.judge(verification, trained, report, policy)
 
     from flows.privacy_gated_training import privacy_gated_training
 

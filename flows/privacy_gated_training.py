@@ -1,7 +1,9 @@
 """The `privacy-gated-training` flow: the pipeline diagram, wired.
 
     ingest -> validate -> scan-pii -> anonymize -> verify-anonymization
-           -> [data gates] -> train-dp-model -> audit-membership-inference
+           -> [data gates] -> train-dp-model
+           -> train-reference-models x groups | canary-audit (DP) | canary-audit (control)
+           -> audit-membership-inference
            -> [all gates] -> register-model (alias only if every gate passed)
 
 A failed gate ends the run Failed, with a message naming each failed gate, its value
@@ -16,10 +18,16 @@ from typing import Any
 from prefect import flow
 from prefect.states import Completed, Failed, State
 
+from audits.suite import AuditReport
 from privgate import stages
 from privgate.config import PipelineConfig, load_policy
 from privgate.summary import run_summary
-from tasks.audit import audit_membership_inference, evaluate_gates
+from tasks.audit import (
+    audit_membership_inference,
+    evaluate_gates,
+    run_canary_audit,
+    train_reference_models,
+)
 from tasks.data import ingest_tables, validate_raw_table
 from tasks.privacy import anonymize_records, scan_pii, verify_anonymization
 from tasks.registry import register_model
@@ -44,10 +52,10 @@ def privacy_gated_training(config: PipelineConfig) -> State[Any]:
         )
 
     trained = train_dp_model(anonymized, tables, config, policy)
-    attack = audit_membership_inference(trained, config)
-    gates = evaluate_gates(verification, policy, trained, attack)
+    audit = _audit(trained, config)
+    gates = evaluate_gates(verification, policy, trained, audit)
     evidence = stages.RunEvidence(
-        tables, validation, scan, anonymized, verification, trained, attack
+        tables, validation, scan, anonymized, verification, trained, audit
     )
     registration = register_model(evidence=evidence, gates=gates, config=config, policy=policy)
     summary = run_summary(
@@ -55,9 +63,24 @@ def privacy_gated_training(config: PipelineConfig) -> State[Any]:
         gates=gates,
         started=started,
         trained=trained,
-        attack=attack,
+        audit=audit,
         registration=registration,
     )
     if not gates.passed:
         return Failed(message=f"blocked: {gates.failure_message()}", data=summary)
     return Completed(message=f"promoted version {registration.version}", data=summary)
+
+
+def _audit(trained: stages.Trained, config: PipelineConfig) -> AuditReport:
+    """Fan the audit's training runs out as parallel tasks, then attack."""
+    started = time.perf_counter()
+    groups = [
+        train_reference_models.submit(trained, config, group)
+        for group in range(len(stages.reference_group_sizes(config)))
+    ]
+    canary = run_canary_audit.submit(trained, config, True)
+    control = run_canary_audit.submit(trained, config, False)
+    parts = [future.result() for future in groups]
+    return audit_membership_inference(
+        trained, config, parts, canary.result(), control.result(), time.perf_counter() - started
+    )

@@ -86,6 +86,19 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     verify.add_argument("name", nargs="?", help="one registered model (default: all)")
     verify.add_argument("--json", action="store_true")
+
+    audit = commands.add_parser(
+        "audit", help="re-audit a registered version from its recorded lineage"
+    )
+    audit.add_argument("name", help="registered model name")
+    audit.add_argument("--version", help="version number (default: the alias's version)")
+    audit.add_argument("--alias", default="champion", help="alias to resolve (default: champion)")
+    audit.add_argument(
+        "--policy",
+        type=Path,
+        help="privacy policy YAML (default: $PRIVGATE_POLICY, else configs/policy.yaml)",
+    )
+    audit.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     return parser
 
 
@@ -98,6 +111,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(args)
         if args.command == "demo-data":
             return _demo_data(args)
+        if args.command == "audit":
+            return _audit(args)
         if args.models_command == "list":
             return _models_list(args)
         if args.models_command == "load":
@@ -268,6 +283,37 @@ def _models_verify(args: argparse.Namespace) -> int:
             verdict = "ok" if row["ok"] else f"REFUSED: {row['reason']}"
             print(f"{row['model']}@{row['alias']} -> v{row['version']}: {verdict}")
     return EXIT_OK if all(row["ok"] for row in rows) else EXIT_BLOCKED
+
+
+def _audit(args: argparse.Namespace) -> int:
+    from audits.gates import json_number
+    from privgate.config import load_policy
+    from privgate.reaudit import reaudit
+
+    policy = load_policy(args.policy)
+    with _stdout_to_stderr():
+        _, gates, summary = reaudit(
+            args.name, version=args.version, alias=args.alias, policy=policy
+        )
+    if args.json:
+        print(json.dumps(summary, sort_keys=True, allow_nan=False))
+    else:
+        print(
+            f"{summary['model_name']} version {summary['version']}: audit "
+            f"{'passed' if gates.passed else 'BLOCKED'}"
+        )
+        for key in (
+            "mia_auc",
+            "mia_tpr_at_1pct_fpr",
+            "mia_tpr_at_0_1pct_fpr",
+            "empirical_epsilon_lower_bound",
+            "claimed_epsilon",
+            "control_epsilon_lower_bound",
+        ):
+            print(f"  {key:<32} {json_number(summary[key])}")
+        for result in gates.results:
+            print(f"  {result.describe()}")
+    return EXIT_OK if gates.passed else EXIT_BLOCKED
 
 
 if __name__ == "__main__":

@@ -290,16 +290,54 @@ class TrainingConfig(_Model):
 
 
 class AuditConfig(_Model):
-    """The membership-inference audit."""
+    """The privacy audit: membership-inference attacks and a one-run canary audit."""
 
-    attack: Literal["loss_threshold"] = Field(
-        default="loss_threshold", description="Membership-inference attack to run."
+    attacks: list[Literal["loss_threshold", "rmia", "lira_offline"]] = Field(
+        default=["loss_threshold", "rmia", "lira_offline"],
+        min_length=1,
+        description=(
+            "Membership-inference attacks to run; the gates judge the strongest. rmia and "
+            "lira_offline train reference models on the test table with the target's recipe."
+        ),
+    )
+    reference_models: int = Field(
+        default=4, ge=1, le=256, description="Reference models for rmia and lira_offline."
+    )
+    reference_groups: int = Field(
+        default=2,
+        ge=1,
+        le=64,
+        description="Parallel tasks the reference models are trained in (stacked per task).",
     )
     max_records: int = Field(
         default=5000,
         ge=100,
         description="Members and non-members each scored (balanced, seeded sample).",
     )
+    canaries: int = Field(
+        default=1000,
+        ge=0,
+        description=(
+            "Synthetic canary records of the one-run audit (each trained on with "
+            "probability 1/2 in a separate audit run); 0 skips it, which leaves the audit "
+            "inconclusive."
+        ),
+    )
+    confidence: float = Field(
+        default=0.95,
+        ge=0.5,
+        lt=1.0,
+        description="Confidence of the empirical epsilon lower bounds.",
+    )
+
+    @model_validator(mode="after")
+    def _groups_fit(self) -> AuditConfig:
+        if self.reference_groups > self.reference_models:
+            raise ValueError(
+                f"reference_groups ({self.reference_groups}) cannot exceed "
+                f"reference_models ({self.reference_models})"
+            )
+        return self
 
 
 class RegistryConfig(_Model):
@@ -372,6 +410,11 @@ class PrivacyPolicy(_Model):
     max_mia_auc: float = Field(ge=0.5, le=1.0, description="Membership-inference AUC ceiling.")
     max_mia_tpr_at_1pct_fpr: float = Field(
         ge=0.0, le=1.0, description="Membership-inference TPR at 1% FPR ceiling."
+    )
+    min_audit_power_epsilon: float = Field(
+        ge=0.0,
+        description="The canary audit's non-private control must prove epsilon >= this, "
+        "else the audit is inconclusive.",
     )
 
     def sha256(self) -> str:

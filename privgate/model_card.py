@@ -239,7 +239,7 @@ def _training_lines(training: Mapping[str, Any]) -> list[str]:
 
 def _audit_lines(audit: Mapping[str, Any]) -> list[str]:
     rows = [
-        ["attack", _text(audit.get("attack"))],
+        ["strongest attack", _text(audit.get("attack"))],
         ["ROC AUC", _metric(audit.get("mia_auc"))],
         ["TPR at 1% FPR", _metric(audit.get("mia_tpr_at_1pct_fpr"))],
         ["TPR at 0.1% FPR", _metric(audit.get("mia_tpr_at_0_1pct_fpr"))],
@@ -247,8 +247,24 @@ def _audit_lines(audit: Mapping[str, Any]) -> list[str]:
         ["members", _count(audit.get("members"))],
         ["non-members", _count(audit.get("non_members"))],
         ["empirical epsilon lower bound", _epsilon(audit.get("empirical_epsilon_lower_bound"))],
+        ["claimed epsilon", _epsilon(audit.get("claimed_epsilon"))],
+        ["audit power (bound proved without DP)", _epsilon(audit.get("audit_power_epsilon"))],
     ]
     lines = ["## Audit", "", *_table(["measure", "value"], rows)]
+    attacks = [a for a in audit.get("attacks") or () if isinstance(a, Mapping)]
+    if attacks:
+        lines += _table(
+            ["attack", "ROC AUC", "TPR at 1% FPR", "TPR at 0.1% FPR"],
+            [
+                [
+                    _text(a.get("attack")),
+                    _metric(a.get("mia_auc")),
+                    _metric(a.get("mia_tpr_at_1pct_fpr")),
+                    _metric(a.get("mia_tpr_at_0_1pct_fpr")),
+                ]
+                for a in attacks
+            ],
+        )
     plot = audit.get("roc_plot")
     if plot is not None:
         link = _relative_link(plot)

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import math
+import secrets
 import tempfile
+import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,13 +20,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from audits.canaries import CanaryAudit, canary_audit, make_canaries
 from audits.gates import Evidence, GateReport, run_gates
-from audits.membership_inference import (
-    MembershipInferenceResult,
-    balanced_sample,
-    loss_threshold_attack,
-)
+from audits.membership_inference import balanced_sample, true_label_probability
 from audits.plots import plot_roc
+from audits.reference_models import Recipe, reference_probabilities
+from audits.suite import AuditReport, needs_reference, run_attacks
 from privgate import anonymize as anon
 from privgate.config import PipelineConfig, PrivacyPolicy, TrainingConfig
 from privgate.errors import ConfigError, DataError, ValidationFailedError
@@ -36,7 +37,7 @@ from privgate.ledger import PrivacyLedger
 from privgate.model_card import render_model_card
 from privgate.pii import PiiEngine, ScanReport, count_findings, get_engine, scan_table
 from privgate.registry import Registration, log_and_register, log_run_file, log_run_text
-from privgate.training import TrainedModel, accuracy, per_example_loss, train_model
+from privgate.training import DpReport, TrainedModel, accuracy, predict_logits, train_model
 from privgate.validation import ValidationReport, public_domains, validate_table
 
 DATA_GATES = ("residual_pii", "k_anonymity")
@@ -83,6 +84,8 @@ class Trained:
     baseline_accuracy: float | None
     members: tuple[np.ndarray, np.ndarray]
     non_members: tuple[np.ndarray, np.ndarray]
+    # The encoded test table: the audit's population (reference models, canary runs).
+    population: tuple[np.ndarray, np.ndarray]
 
 
 def engine_for(config: PipelineConfig) -> PiiEngine:
@@ -278,6 +281,7 @@ def train(
         baseline_accuracy=baseline_accuracy,
         members=data.members,
         non_members=data.non_members,
+        population=data.test,
     )
 
 
@@ -316,24 +320,173 @@ def _train_charged(
     return model
 
 
-def audit(trained: Trained, config: PipelineConfig) -> MembershipInferenceResult:
-    """Run the membership-inference attack: members vs held-out non-members."""
-    if config.audit.attack != "loss_threshold":
-        raise ConfigError(f"audit.attack {config.audit.attack!r} is not available")
+# --------------------------------------------------------------------------- audit
+# The audit touches the test table (reference models, canary runs) and synthetic
+# canaries, never a member row beyond scoring the released model: nothing is charged to
+# the ledger. Like test accuracy, its aggregates are released outside the DP guarantee.
+
+
+@dataclass(frozen=True)
+class AuditRecords:
+    """A balanced, seeded sample of members then non-members, with true labels."""
+
+    x: np.ndarray
+    y: np.ndarray
+    members: int
+
+
+def audit_records(trained: Trained, config: PipelineConfig) -> AuditRecords:
+    """Return the members and non-members every attack scores (deterministic)."""
     (xm, ym), (xn, yn) = trained.members, trained.non_members
     mi, ni = balanced_sample(
         len(xm), len(xn), limit=config.audit.max_records, seed=config.training.seed
     )
-    network = trained.model.network
-    return loss_threshold_attack(
-        per_example_loss(network, xm[mi], ym[mi]), per_example_loss(network, xn[ni], yn[ni])
+    return AuditRecords(np.concatenate([xm[mi], xn[ni]]), np.concatenate([ym[mi], yn[ni]]), len(mi))
+
+
+def reference_group_sizes(config: PipelineConfig) -> list[int]:
+    """Return how many reference models each parallel group trains (empty: none needed)."""
+    audit = config.audit
+    if not needs_reference(audit.attacks):
+        return []
+    parts = np.array_split(np.arange(audit.reference_models), audit.reference_groups)
+    return [len(part) for part in parts]
+
+
+def reference_recipe(config: PipelineConfig, dp: DpReport, *, rows: int) -> Recipe:
+    """Return the target's recipe for a reference model trained on `rows` rows.
+
+    Same model, optimizer settings, expected batch size, epochs and, with DP, the
+    target's noise multiplier and clipping norm.
+    """
+    training = config.training
+    return Recipe(
+        hidden_units=training.hidden_units if training.model == "mlp" else 0,
+        learning_rate=training.learning_rate,
+        batch_size=training.batch_size,
+        steps=max(1, round(training.epochs * rows / training.batch_size)),
+        noise_multiplier=dp.noise_multiplier if dp.enabled else 0.0,
+        max_grad_norm=dp.max_grad_norm if dp.enabled else math.inf,
+    )
+
+
+def reference_predictions(trained: Trained, config: PipelineConfig, *, group: int) -> np.ndarray:
+    """Train reference group `group` on random halves of the test table; score the records.
+
+    Returns the group's true-label probabilities on `audit_records`, (models, n).
+
+    Raises:
+        ConfigError: when half the test table is smaller than the batch size.
+    """
+    sizes = reference_group_sizes(config)
+    population = trained.population
+    rows = len(population[0]) // 2
+    if rows < config.training.batch_size:
+        raise ConfigError(
+            f"the audit's reference models train on halves of the test table "
+            f"(data.test_path): {rows} rows, fewer than training.batch_size="
+            f"{config.training.batch_size}"
+        )
+    records = audit_records(trained, config)
+    return reference_probabilities(
+        population,
+        (records.x, records.y),
+        reference_recipe(config, trained.model.dp, rows=rows),
+        models=sizes[group],
+        seed=config.training.seed * 1_000 + group,
+    )
+
+
+def canary_run(trained: Trained, config: PipelineConfig, *, private: bool) -> CanaryAudit | None:
+    """Run the one-run canary audit on the test table; `private=False` is its control.
+
+    Returns None when the config asks for no canaries, or for the DP run of a model
+    trained without DP (no claim to check).
+    """
+    audit = config.audit
+    if audit.canaries == 0 or (private and not config.training.dp.enabled):
+        return None
+    training = config.training if private else non_private(config.training)
+    # The DP run's inclusion draw is secret and fresh, so nobody can search for a draw
+    # that passes; the control's is seeded, so the audit's power is a property of the
+    # recipe and reproducible.
+    inclusion_seed = secrets.randbits(63) if private else config.training.seed + 1
+
+    def train_run(x: np.ndarray, y: np.ndarray) -> tuple[Any, float]:
+        model = train_model(x, y, training=training)
+        return model.network, model.dp.epsilon_spent
+
+    return canary_audit(
+        trained.population,
+        make_canaries(trained.feature_spec, audit.canaries, seed=config.training.seed),
+        train_run,
+        private=private,
+        delta=config.training.dp.target_delta,
+        confidence=per_statement_confidence(config),
+        seed=inclusion_seed,
+    )
+
+
+def per_statement_confidence(config: PipelineConfig) -> float:
+    """Return each bound's confidence so that all of them hold at `audit.confidence`.
+
+    The gate takes the largest of one bound per attack and the canary audit's: a
+    Bonferroni split of the error over them keeps that maximum valid.
+    """
+    statements = len(config.audit.attacks) + (1 if config.audit.canaries else 0)
+    return 1.0 - (1.0 - config.audit.confidence) / statements
+
+
+def audit(
+    trained: Trained,
+    config: PipelineConfig,
+    *,
+    reference_parts: list[np.ndarray],
+    canary: CanaryAudit | None,
+    control: CanaryAudit | None,
+    seconds: float = 0.0,
+) -> AuditReport:
+    """Run the configured attacks with the given reference models and canary runs."""
+    records = audit_records(trained, config)
+    target_p = true_label_probability(predict_logits(trained.model.network, records.x), records.y)
+    dp = trained.model.dp
+    return run_attacks(
+        target_p,
+        np.concatenate(reference_parts) if reference_parts else None,
+        members=records.members,
+        attacks=config.audit.attacks,
+        claimed_epsilon=dp.epsilon_spent,
+        delta=dp.delta if dp.enabled else config.training.dp.target_delta,
+        confidence=per_statement_confidence(config),
+        canary=canary,
+        control=control,
+        seconds=seconds,
+    )
+
+
+def run_audit(trained: Trained, config: PipelineConfig) -> AuditReport:
+    """Run the whole audit in this process: reference groups, canary run and control."""
+    started = time.perf_counter()
+    parts = [
+        reference_predictions(trained, config, group=g)
+        for g in range(len(reference_group_sizes(config)))
+    ]
+    canary = canary_run(trained, config, private=True)
+    control = canary_run(trained, config, private=False)
+    return audit(
+        trained,
+        config,
+        reference_parts=parts,
+        canary=canary,
+        control=control,
+        seconds=time.perf_counter() - started,
     )
 
 
 def judge(
     verification: Verification,
     trained: Trained,
-    attack: MembershipInferenceResult,
+    report: AuditReport,
     policy: PrivacyPolicy,
 ) -> GateReport:
     """Run every gate on everything the run measured."""
@@ -345,10 +498,23 @@ def judge(
         delta=dp.delta,
         n_train=trained.model.n_train,
         accuracy=trained.test_accuracy,
-        mia_auc=attack.mia_auc,
-        mia_tpr_at_1pct_fpr=attack.mia_tpr_at_1pct_fpr,
+        **audit_evidence(report),
     )
     return run_gates(evidence, policy)
+
+
+def audit_evidence(report: AuditReport) -> dict[str, Any]:
+    """Return the Evidence fields the audit gates judge (the strongest attack's)."""
+    bound, claim = report.closest_to_refuting_claim
+    return {
+        "mia_auc": report.mia_auc,
+        "mia_tpr_at_1pct_fpr": report.mia_tpr_at_1pct_fpr,
+        "strongest_attack": report.strongest.attack,
+        "empirical_epsilon_lower_bound": bound,
+        "claimed_epsilon": claim,
+        "dp_violations": len(report.violations),
+        "audit_power_epsilon": report.control_epsilon_lower_bound,
+    }
 
 
 def judge_data(verification: Verification, policy: PrivacyPolicy) -> GateReport:
@@ -368,7 +534,7 @@ def model_spec(trained: Trained, config: PipelineConfig) -> dict[str, Any]:
 
 def summary_metrics(
     trained: Trained,
-    attack: MembershipInferenceResult,
+    report: AuditReport,
     verification: Verification,
     anonymized: Anonymized,
 ) -> dict[str, float]:
@@ -381,10 +547,15 @@ def summary_metrics(
         else trained.baseline_accuracy,
         "epsilon": trained.model.dp.epsilon,
         "epsilon_spent": trained.model.dp.epsilon_spent,
-        "mia_auc": attack.mia_auc,
-        "mia_tpr_at_1pct_fpr": attack.mia_tpr_at_1pct_fpr,
-        "mia_tpr_at_0_1pct_fpr": attack.mia_tpr_at_0_1pct_fpr,
-        "mia_attacker_advantage": attack.attacker_advantage,
+        "mia_auc": report.mia_auc,
+        "mia_tpr_at_1pct_fpr": report.mia_tpr_at_1pct_fpr,
+        "mia_tpr_at_0_1pct_fpr": report.mia_tpr_at_0_1pct_fpr,
+        "mia_attacker_advantage": report.strongest.attacker_advantage,
+        "empirical_epsilon_lower_bound": report.empirical_epsilon_lower_bound,
+        "audit_power_epsilon": math.nan
+        if report.control_epsilon_lower_bound is None
+        else report.control_epsilon_lower_bound,
+        "audit_seconds": report.seconds,
         "k_achieved": float(verification.k_measured),
         "suppressed_rows": float(kanon.suppressed_rows),
         "information_loss": kanon.information_loss,
@@ -412,7 +583,7 @@ class RunEvidence:
     anonymized: Anonymized
     verification: Verification
     trained: Trained
-    attack: MembershipInferenceResult
+    audit: AuditReport
 
 
 def register(
@@ -450,7 +621,6 @@ def register(
         pii_scan=evidence.scan,
         anonymization_report=evidence.anonymized.report,
         verification=evidence.verification,
-        membership_inference=evidence.attack,
     )
     registration = log_and_register(
         model_name=policy.registered_model_name,
@@ -462,7 +632,7 @@ def register(
         metrics={
             k: v
             for k, v in summary_metrics(
-                trained, evidence.attack, evidence.verification, evidence.anonymized
+                trained, evidence.audit, evidence.verification, evidence.anonymized
             ).items()
             if math.isfinite(v)
         },
@@ -474,16 +644,23 @@ def register(
         delta=trained.model.dp.delta,
         policy_sha256=policy.sha256(),
         json_artifacts={f"{name}.json": payload for name, payload in reports.items()}
-        | {"config.json": config.model_dump(mode="json")},
-        text_artifacts={"gate_report.md": gates.to_markdown()},
+        | {
+            "config.json": config.model_dump(mode="json"),
+            "audit/audit_report.json": evidence.audit.to_dict(),
+        },
+        text_artifacts={
+            "gate_report.md": gates.to_markdown(),
+            "audit/audit_report.md": evidence.audit.to_markdown(),
+        },
         run_key=run_key,
     )
     card_md, card_html = render_model_card(
         model_card_facts(evidence, gates, config, registration, lineage)
     )
     with tempfile.TemporaryDirectory() as tmp:
-        roc = plot_roc(evidence.attack, Path(tmp) / "roc.png")
+        roc = plot_roc(evidence.audit.attacks, Path(tmp) / "roc.png")
         log_run_file(registration.run_id, roc, "model_card")
+        log_run_file(registration.run_id, roc, "reports/audit")
     log_run_text(registration.run_id, card_md, f"model_card/v{registration.version}.md")
     log_run_text(registration.run_id, card_html, f"model_card/v{registration.version}.html")
     return registration
@@ -535,8 +712,11 @@ def model_card_facts(
             "dp": {**dp, "epsilon": dp["epsilon"] if math.isfinite(dp["epsilon"]) else None},
         },
         "audit": {
-            **evidence.attack.to_dict(),
-            "empirical_epsilon_lower_bound": None,
+            **evidence.audit.strongest.to_dict(),
+            "attacks": [a.to_dict() for a in evidence.audit.attacks],
+            "empirical_epsilon_lower_bound": evidence.audit.empirical_epsilon_lower_bound,
+            "claimed_epsilon": evidence.audit.to_dict()["claimed_epsilon"],
+            "audit_power_epsilon": evidence.audit.control_epsilon_lower_bound,
             "roc_plot": "roc.png",  # beside the card in model_card/
         },
         "utility": {

@@ -6,7 +6,7 @@ import time
 from typing import Any
 
 from audits.gates import GateReport, json_number
-from audits.membership_inference import MembershipInferenceResult
+from audits.suite import AuditReport
 from privgate.config import PrivacyPolicy
 from privgate.registry import Registration
 
@@ -17,7 +17,7 @@ def run_summary(
     gates: GateReport,
     started: float,
     trained: Any | None = None,
-    attack: MembershipInferenceResult | None = None,
+    audit: AuditReport | None = None,
     registration: Registration | None = None,
 ) -> dict[str, Any]:
     """Return the JSON-ready summary of a run (aggregates only).
@@ -35,6 +35,7 @@ def run_summary(
             {
                 "name": r.name,
                 "passed": r.passed,
+                "status": r.status,
                 "value": json_number(r.value),
                 "threshold": json_number(r.threshold),
                 "comparison": r.comparison,
@@ -48,7 +49,11 @@ def run_summary(
         "epsilon_cross_check": json_number(dp.epsilon_cross_check) if dp else None,
         "delta": json_number(dp.delta) if dp else None,
         "accuracy": json_number(trained.test_accuracy) if trained is not None else None,
-        "mia_auc": json_number(attack.mia_auc) if attack else None,
-        "mia_tpr_at_1pct_fpr": json_number(attack.mia_tpr_at_1pct_fpr) if attack else None,
+        "mia_auc": json_number(audit.mia_auc) if audit else None,
+        "mia_tpr_at_1pct_fpr": json_number(audit.mia_tpr_at_1pct_fpr) if audit else None,
+        "mia_tpr_at_0_1pct_fpr": json_number(audit.mia_tpr_at_0_1pct_fpr) if audit else None,
+        "empirical_epsilon_lower_bound": json_number(audit.empirical_epsilon_lower_bound)
+        if audit
+        else None,
         "duration_s": round(time.perf_counter() - started, 3),
     }

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import math
 import secrets
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -57,6 +58,26 @@ class DpReport:
         """Return the run params, named as Opacus names them, under `dp.`."""
         return {f"dp.{key}": str(value) for key, value in asdict(self).items()}
 
+    @classmethod
+    def from_mlflow_params(cls, params: dict[str, str]) -> DpReport:
+        """Rebuild the report from `mlflow_params` (a registered run's lineage).
+
+        Raises:
+            KeyError: naming a missing `dp.` param.
+        """
+        values: dict[str, Any] = {}
+        for name, kind in cls.__annotations__.items():
+            text = params[f"dp.{name}"]
+            if kind == "bool":
+                values[name] = text == "True"
+            elif kind == "int":
+                values[name] = int(text)
+            elif kind == "float":
+                values[name] = float(text)
+            else:
+                values[name] = text
+        return cls(**values)
+
 
 @dataclass
 class TrainedModel:
@@ -80,6 +101,9 @@ def build_network(*, model: str, input_width: int, hidden_units: int) -> nn.Modu
     raise ConfigError(f"unknown training.model {model!r}; choose logistic or mlp")
 
 
+_GLOBAL_RNG = threading.Lock()
+
+
 def train_model(x: np.ndarray, y: np.ndarray, *, training: TrainingConfig) -> TrainedModel:
     """Train on (x, y) with DP-SGD (or without, when `training.dp.enabled` is false).
 
@@ -95,12 +119,15 @@ def train_model(x: np.ndarray, y: np.ndarray, *, training: TrainingConfig) -> Tr
     # The config seed makes initialization and splits reproducible. It must not drive
     # DP-SGD's randomness: the seed is published in the config, and noise or a Poisson
     # sample reproducible from it would protect no one. Those draw from fresh secrets.
-    torch.manual_seed(training.seed)
     dp = training.dp
     seed = secrets.randbits(63) if dp.enabled else training.seed
-    network = build_network(
-        model=training.model, input_width=x.shape[1], hidden_units=training.hidden_units
-    )
+    # torch initializes layers from its global generator; the audit trains models in
+    # parallel threads, so seeding and drawing happen under one lock.
+    with _GLOBAL_RNG:
+        torch.manual_seed(training.seed)
+        network = build_network(
+            model=training.model, input_width=x.shape[1], hidden_units=training.hidden_units
+        )
     loader = table_loader(
         x, y, batch_size=training.batch_size, generator=torch.Generator().manual_seed(seed)
     )
@@ -582,10 +609,16 @@ def run_epochs(loop: TrainingLoop, *, epochs: int) -> tuple[list[float], int]:
 
 
 @torch.no_grad()
+def predict_logits(network: nn.Module, x: np.ndarray) -> np.ndarray:
+    """Return the positive-class logit of each row (no saturation, unlike probabilities)."""
+    network.eval()
+    return network(torch.from_numpy(x)).squeeze(-1).numpy()
+
+
+@torch.no_grad()
 def predict_proba(network: nn.Module, x: np.ndarray) -> np.ndarray:
     """Return P(positive) for each row."""
-    network.eval()
-    return torch.sigmoid(network(torch.from_numpy(x)).squeeze(-1)).numpy()
+    return torch.sigmoid(torch.from_numpy(predict_logits(network, x))).numpy()
 
 
 @torch.no_grad()

@@ -3,7 +3,8 @@
 One state home, three runs in order, then assertions on what they left behind:
   1. the default config promotes a model;
   2. `--set training.dp.enabled=false` is blocked by the privacy-budget gate;
-  3. a raw table failing its expectation suite stops before anything is trained.
+  3. a raw table failing its expectation suite stops before anything is trained;
+then `privgate audit` re-audits the champion from its recorded lineage.
 Canary values planted in the identifier and notes columns must appear in nothing the
 pipeline wrote under PRIVGATE_HOME (the raw input files aside), nor on its terminal.
 """
@@ -102,6 +103,14 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
         home, "models", "load", "privgate-adult-income", "--max-epsilon", "0.5", "--json"
     )
     results["verify"] = _privgate(home, "models", "verify", "--json")
+    results["audit"] = _privgate(home, "audit", "privgate-adult-income", "--json")
+    results["audit_missing"] = _privgate(
+        home, "audit", "privgate-adult-income", "--version", "99", "--json"
+    )
+    last_row = Path(test).read_text().splitlines()[-1]
+    with Path(test).open("a") as table:  # one more row: the lineage no longer matches
+        table.write(last_row + "\n")
+    results["audit_changed"] = _privgate(home, "audit", "privgate-adult-income", "--json")
     return {"home": home, "inputs": {train, test, bad / "train.csv"}, **results}
 
 
@@ -121,8 +130,11 @@ def test_when_the_default_config_runs_then_the_model_is_promoted(runs: dict) -> 
         "utility",
         "membership_inference_auc",
         "membership_inference_tpr",
+        "dp_consistency",
+        "audit_power",
     }
     assert 0 < summary["epsilon"] <= 3.0
+    assert 0 <= summary["empirical_epsilon_lower_bound"] <= summary["epsilon"]
     assert summary["delta"] == 1e-5
     for key in ("model_name", "accuracy", "mia_auc", "duration_s"):
         assert summary[key] is not None
@@ -237,6 +249,59 @@ def test_when_a_version_is_registered_then_its_model_card_is_logged(runs: dict) 
     assert "REJECTED" in rejected
     assert "WITHOUT differential privacy" in rejected
     assert any(Path(runs["home"]).rglob("model_card/v1.html"))
+
+
+def test_when_a_run_is_audited_then_its_report_and_plot_are_logged(runs: dict) -> None:
+    home = Path(runs["home"])
+    reports = [json.loads(p.read_text()) for p in home.rglob("reports/audit/audit_report.json")]
+
+    assert len(reports) == 2  # the promoted run and the one without DP
+    approved = next(r for r in reports if r["claimed_epsilon"] is not None)
+    assert [a["attack"] for a in approved["attacks"]] == ["loss_threshold", "rmia", "lira_offline"]
+    assert approved["reference_models"] == 4
+    assert approved["canary_audit"]["bound"]["canaries"] == 1000
+    assert approved["control"]["bound"]["epsilon"] >= 0.1
+    without_dp = next(r for r in reports if r["claimed_epsilon"] is None)
+    assert without_dp["canary_audit"] is None  # no claim to check
+    assert len(list(home.rglob("reports/audit/audit_report.md"))) == 2
+    assert len(list(home.rglob("reports/audit/roc.png"))) == 2
+
+
+def test_when_the_champion_is_re_audited_then_its_lineage_rebuilds_the_audit(runs: dict) -> None:
+    run: Run = runs["audit"]
+
+    assert run.code == 0, run.stderr[-3000:]
+    result = run.json()
+    assert (result["version"], result["passed"]) == ("1", True)
+    assert {
+        "mia_auc",
+        "mia_tpr_at_1pct_fpr",
+        "mia_tpr_at_0_1pct_fpr",
+        "empirical_epsilon_lower_bound",
+        "claimed_epsilon",
+        "attacks",
+        "gates",
+    } <= set(result)
+    assert [g["name"] for g in result["gates"]] == [
+        "membership_inference_auc",
+        "membership_inference_tpr",
+        "dp_consistency",
+        "audit_power",
+    ]
+    assert 0 < result["claimed_epsilon"] <= 3.0
+    assert len(list(Path(runs["home"]).rglob("reports/reaudit/*.json"))) == 1
+    assert run.stdout.count("\n") == 1  # one JSON object, nothing else
+
+
+def test_when_a_re_audit_cannot_rebuild_its_lineage_then_it_says_why(runs: dict) -> None:
+    missing: Run = runs["audit_missing"]
+    changed: Run = runs["audit_changed"]
+
+    assert missing.code == 1
+    assert "version 99 of model 'privgate-adult-income' not found" in missing.json()["error"]
+    assert changed.code == 1
+    error = changed.json()["error"]
+    assert "adult_test.csv changed since version 1 was trained" in error
 
 
 def _free_port() -> int:

@@ -25,6 +25,7 @@ POLICY = PrivacyPolicy(
     min_accuracy=0.8,
     max_mia_auc=0.6,
     max_mia_tpr_at_1pct_fpr=0.03,
+    min_audit_power_epsilon=0.25,
 )
 PASSING = Evidence(
     residual_pii_findings=0,
@@ -35,6 +36,11 @@ PASSING = Evidence(
     accuracy=0.83,
     mia_auc=0.51,
     mia_tpr_at_1pct_fpr=0.011,
+    strongest_attack="rmia",
+    empirical_epsilon_lower_bound=0.2,
+    claimed_epsilon=2.9,
+    dp_violations=0,
+    audit_power_epsilon=0.8,
 )
 
 
@@ -59,6 +65,9 @@ def test_when_every_measure_is_within_policy_then_every_gate_passes() -> None:
         ({"accuracy": 0.79}, "utility"),
         ({"mia_auc": 0.61}, "membership_inference_auc"),
         ({"mia_tpr_at_1pct_fpr": 0.05}, "membership_inference_tpr"),
+        ({"empirical_epsilon_lower_bound": 2.95}, "dp_consistency"),
+        ({"dp_violations": 1}, "dp_consistency"),
+        ({"audit_power_epsilon": 0.2}, "audit_power"),
     ],
 )
 def test_when_one_measure_exceeds_its_threshold_then_only_its_gate_fails(
@@ -89,6 +98,47 @@ def test_when_delta_is_not_below_one_over_n_then_the_delta_gate_fails() -> None:
 
     assert not result.passed
     assert "1/n" in result.details
+
+
+def test_when_the_lower_bound_exceeds_the_claim_then_dp_consistency_blocks() -> None:
+    result = run_gate(
+        "dp_consistency", _with(empirical_epsilon_lower_bound=1.7, claimed_epsilon=1.0), POLICY
+    )
+
+    assert not result.passed
+    assert not result.inconclusive
+    assert (result.value, result.threshold) == (1.7, 1.0)
+    assert "claimed" in result.details
+
+
+def test_when_an_attack_breaks_the_dp_definition_then_dp_consistency_names_it() -> None:
+    # The bound alone sits below the claim; the definitional check still blocks.
+    result = run_gate("dp_consistency", _with(dp_violations=2), POLICY)
+
+    assert not result.passed
+    assert "2 test(s) beat TPR <= e^eps FPR + delta" in result.details
+
+
+def test_when_there_is_no_dp_claim_then_dp_consistency_has_nothing_to_refute() -> None:
+    result = run_gate("dp_consistency", _with(claimed_epsilon=math.inf), POLICY)
+
+    assert result.passed
+    assert "without DP" in result.details
+
+
+@pytest.mark.parametrize("power", [0.1, None])
+def test_when_the_control_shows_no_signal_then_the_audit_is_inconclusive_not_passed(
+    power: float | None,
+) -> None:
+    report = run_gates(_with(audit_power_epsilon=power), POLICY)
+
+    result = next(r for r in report.results if r.name == "audit_power")
+    assert not result.passed
+    assert result.status == "inconclusive"
+    assert not report.passed
+    assert "inconclusive" in report.to_markdown()
+    assert report.to_dict()["gates"][-1]["status"] == "inconclusive"
+    assert "INCONCLUSIVE" in report.failure_message()
 
 
 def test_when_evidence_is_missing_then_the_gate_fails_closed() -> None:

@@ -76,7 +76,7 @@ def test_when_an_attack_is_summarized_then_its_roc_is_a_monotone_aggregate_and_p
     rng = np.random.default_rng(2)
     result = loss_threshold_attack(rng.exponential(0.5, 3000), rng.exponential(1.0, 3000))
 
-    png = plot_roc(result, tmp_path / "roc.png")
+    png = plot_roc([result], tmp_path / "roc.png")
 
     assert len(result.roc_fpr) == len(result.roc_tpr) < 100  # a grid, not one point per record
     assert list(result.roc_tpr) == sorted(result.roc_tpr)

@@ -78,6 +78,22 @@ def _facts() -> dict[str, Any]:
                 "members": 10_000,
                 "non_members": 10_000,
                 "empirical_epsilon_lower_bound": 0.12345,
+                "claimed_epsilon": 2.94,
+                "audit_power_epsilon": 0.81,
+                "attacks": [
+                    {
+                        "attack": "rmia",
+                        "mia_auc": 0.5123,
+                        "mia_tpr_at_1pct_fpr": 0.0112,
+                        "mia_tpr_at_0_1pct_fpr": 0.0011,
+                    },
+                    {
+                        "attack": "<b>x</b>",
+                        "mia_auc": 0.501,
+                        "mia_tpr_at_1pct_fpr": 0.01,
+                        "mia_tpr_at_0_1pct_fpr": 0.001,
+                    },
+                ],
                 "roc_plot": None,
             },
             "utility": {"accuracy": 0.8312, "baseline_accuracy": 0.8456, "accuracy_cost": None},
@@ -140,6 +156,8 @@ def test_when_facts_are_complete_then_every_section_renders_in_order() -> None:
     assert md_positions == sorted(md_positions)
     assert html_positions == sorted(html_positions)
     assert "not measured" not in markdown
+    assert "<b>x</b>" not in markdown
+    assert "<b>x</b>" not in html
 
 
 def test_when_a_gate_failed_then_the_card_is_rejected_and_names_the_failed_gates() -> None:

@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from audits.membership_inference import loss_threshold_attack
-from audits.reference_models import Recipe, reference_attacks, train_reference_models
+from audits.membership_inference import true_label_probability
+from audits.reference_models import Recipe, reference_probabilities, train_reference_models
+from audits.suite import AuditReport, attack_names, run_attacks
 from privgate.config import DpConfig, TrainingConfig
-from privgate.training import per_example_loss, train_model
+from privgate.training import predict_logits, train_model
 
 pytestmark = pytest.mark.filterwarnings("ignore:Optimal order is the largest alpha")
 
@@ -26,6 +27,23 @@ def _tables(seed: int, *sizes: int) -> list[tuple[np.ndarray, np.ndarray]]:
         y = ((x[:, :3].sum(1) + rng.normal(size=n) * 1.5) > 0).astype(np.float32)
         tables.append((x, y))
     return tables
+
+
+def _audit(target, members, non_members, population, recipe, *, seed: int) -> AuditReport:
+    """Run every registered attack with 4 reference models (the production setting)."""
+    x = np.concatenate([members[0], non_members[0]])
+    y = np.concatenate([members[1], non_members[1]])
+    target_p = true_label_probability(predict_logits(target.network, x), y)
+    reference_p = reference_probabilities(population, (x, y), recipe, models=4, seed=seed)
+    return run_attacks(
+        target_p,
+        reference_p,
+        members=len(members[0]),
+        attacks=attack_names(),
+        claimed_epsilon=target.dp.epsilon_spent,
+        delta=1e-5,
+        confidence=0.95,
+    )
 
 
 def test_when_the_target_overfits_then_the_reference_attack_detects_it() -> None:
@@ -42,16 +60,12 @@ def test_when_the_target_overfits_then_the_reference_attack_detects_it() -> None
     target = train_model(*members, training=training)
     recipe = Recipe(hidden_units=256, learning_rate=0.01, batch_size=50, steps=target.dp.steps)
 
-    results = reference_attacks(
-        target.network, members, non_members, population, recipe, models=4, seed=1
-    )
+    report = _audit(target, members, non_members, population, recipe, seed=1)
 
-    rmia = next(r for r in results if r.attack == "rmia_4ref")
+    rmia = next(r for r in report.attacks if r.attack == "rmia")
     assert rmia.mia_auc > 0.65
     assert rmia.mia_tpr_at_1pct_fpr >= 3 * 0.01  # several times the FPR
-    baseline = loss_threshold_attack(
-        per_example_loss(target.network, *members), per_example_loss(target.network, *non_members)
-    )
+    baseline = next(r for r in report.attacks if r.attack == "loss_threshold")
     assert rmia.mia_auc > baseline.mia_auc  # the reference models add power
 
 
@@ -77,12 +91,12 @@ def test_when_the_target_is_dp_at_epsilon_1_then_no_attack_finds_a_signal() -> N
         max_grad_norm=training.dp.max_grad_norm,
     )
 
-    results = reference_attacks(
-        target.network, members, non_members, population, recipe, models=4, seed=2
-    )
+    report = _audit(target, members, non_members, population, recipe, seed=2)
 
-    for result in results:
+    for result in report.attacks:
         assert abs(result.mia_auc - 0.5) <= 0.05, (result.attack, result.mia_auc)
+    assert report.empirical_epsilon_lower_bound < target.dp.epsilon_spent <= 1.0
+    assert not report.violations
 
 
 def test_when_reference_models_train_then_each_learns_from_its_own_subset() -> None:
