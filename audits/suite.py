@@ -7,6 +7,11 @@ bounds epsilon from each attack's scores (Clopper-Pearson) and checks the defini
 DP at the claimed epsilon; `AuditReport` gathers that with the canary audit. Gates judge
 the strongest attack, because an audit is only as strong as the best attack it ran.
 
+The attacks' epsilon bounds treat the random member/holdout split of one training run
+as the randomization, with delta per record: an approximation (the classic audit wants
+independent trials, the one-run audit a 2 m delta term), whose errors make the bound
+larger, so they lean towards blocking. The canary audit is the rigorous bound.
+
 Per-record scores and probabilities never leave this module: the report holds aggregates.
 """
 

@@ -2,8 +2,8 @@
 
 Every trained model is registered, approved or not, so a rejected attempt stays on the
 record with its reasons. The version is tagged `privgate.status` (`approved` /
-`rejected`) and `privgate.gate.<name>` (`passed` / `failed`); the alias (`champion`)
-moves only to a version whose every gate passed.
+`rejected`) and `privgate.gate.<name>` (`passed` / `failed` / `inconclusive`); the alias
+(`champion`) moves only to a version whose every gate passed.
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ def log_and_register(
     params: Mapping[str, str],
     metrics: Mapping[str, float],
     tags: Mapping[str, str],
-    gate_tags: Mapping[str, bool],
+    gate_tags: Mapping[str, str],
     gate_report_json: str,
     approved: bool,
     epsilon: float,
@@ -128,7 +128,7 @@ def log_and_register(
             STATUS_TAG: "approved" if approved else "rejected",
             RUN_TAG: run_id,
             RUN_KEY_TAG: run_key,
-            **{GATE_TAG_PREFIX + g: "passed" if ok else "failed" for g, ok in gate_tags.items()},
+            **{GATE_TAG_PREFIX + g: status for g, status in gate_tags.items()},
         }
         _ensure_registered_model(client, model_name)
         created = client.create_model_version(

@@ -637,7 +637,7 @@ def register(
             if math.isfinite(v)
         },
         tags=lineage,
-        gate_tags={r.name: r.passed for r in gates.results},
+        gate_tags={r.name: r.status for r in gates.results},
         gate_report_json=json.dumps(gates.to_dict(), sort_keys=True, indent=2),
         approved=gates.passed,
         epsilon=trained.model.dp.epsilon_spent,

@@ -28,6 +28,13 @@ from privgate.clipping import BookKeepingClipper
 from privgate.config import DpConfig, TrainingConfig
 from privgate.errors import AccountingError, ConfigError
 
+# Expected warnings, silenced once for the process (`warnings.catch_warnings` is not
+# thread-safe, and the audit trains models in parallel threads). Opacus's hooks see no
+# gradient w.r.t. the first layer's input (it is data) and torch warns about it; Opacus
+# warns that secure_mode=False is insecure, which the config documents.
+warnings.filterwarnings("ignore", message="Full backward hook is firing")
+warnings.filterwarnings("ignore", message="Secure RNG turned off")
+
 
 @dataclass(frozen=True)
 class DpReport:
@@ -143,11 +150,7 @@ def train_model(x: np.ndarray, y: np.ndarray, *, training: TrainingConfig) -> Tr
         )
     else:
         loop = TrainingLoop(network, network, optimizer, loader, plain_step(network, optimizer))
-    with warnings.catch_warnings():
-        # Opacus's hooks see no gradient w.r.t. the first layer's input (it is data) and
-        # torch warns about it; that is expected here.
-        warnings.filterwarnings("ignore", message="Full backward hook is firing")
-        epoch_loss, steps = run_epochs(loop, epochs=training.epochs)
+    epoch_loss, steps = run_epochs(loop, epochs=training.epochs)
     network = loop.model
     network.eval()
     if loop.engine is not None:
@@ -313,10 +316,7 @@ def privatize(
             "such as BatchNorm mix samples, so one record's gradient is no longer its own; "
             "use GroupNorm or LayerNorm instead (opacus.validators.ModuleValidator.fix)"
         )
-    with warnings.catch_warnings():
-        # Opacus warns that secure_mode=False is insecure; the config documents it.
-        warnings.filterwarnings("ignore", message="Secure RNG turned off")
-        engine = _privacy_engine(dp)
+    engine = _privacy_engine(dp)
     noise_multiplier = calibrated_noise_multiplier(
         target_epsilon=dp.target_epsilon,
         target_delta=dp.target_delta,
@@ -327,47 +327,43 @@ def privatize(
     noise_generator = (
         None if dp.secure_mode else torch.Generator().manual_seed(secrets.randbits(63))
     )
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Secure RNG turned off")
-        if dp.clipping == "bookkeeping":
-            loop = _bookkeeping_loop(
-                engine,
-                network,
-                optimizer,
-                loader,
-                dp=dp,
-                noise_multiplier=noise_multiplier,
-                noise_generator=noise_generator,
-                max_physical_batch_size=max_physical_batch_size,
-            )
-        elif dp.clipping == "ghost":
-            wrapped, dp_optimizer, criterion, private_loader = engine.make_private(
-                module=network,
-                optimizer=optimizer,
-                criterion=nn.BCEWithLogitsLoss(),
-                data_loader=loader,
-                noise_multiplier=noise_multiplier,
-                max_grad_norm=dp.max_grad_norm,
-                poisson_sampling=True,
-                noise_generator=noise_generator,
-                grad_sample_mode="ghost",
-            )
-            step = _ghost_step(wrapped, dp_optimizer, criterion)
-            loop = TrainingLoop(wrapped, network, dp_optimizer, private_loader, step, engine)
-        else:
-            wrapped, dp_optimizer, private_loader = engine.make_private(
-                module=network,
-                optimizer=optimizer,
-                data_loader=loader,
-                noise_multiplier=noise_multiplier,
-                max_grad_norm=dp.max_grad_norm,
-                poisson_sampling=True,
-                noise_generator=noise_generator,
-            )
-            step = _chunked(
-                plain_step(wrapped, dp_optimizer), dp_optimizer, max_physical_batch_size
-            )
-            loop = TrainingLoop(wrapped, network, dp_optimizer, private_loader, step, engine)
+    if dp.clipping == "bookkeeping":
+        loop = _bookkeeping_loop(
+            engine,
+            network,
+            optimizer,
+            loader,
+            dp=dp,
+            noise_multiplier=noise_multiplier,
+            noise_generator=noise_generator,
+            max_physical_batch_size=max_physical_batch_size,
+        )
+    elif dp.clipping == "ghost":
+        wrapped, dp_optimizer, criterion, private_loader = engine.make_private(
+            module=network,
+            optimizer=optimizer,
+            criterion=nn.BCEWithLogitsLoss(),
+            data_loader=loader,
+            noise_multiplier=noise_multiplier,
+            max_grad_norm=dp.max_grad_norm,
+            poisson_sampling=True,
+            noise_generator=noise_generator,
+            grad_sample_mode="ghost",
+        )
+        step = _ghost_step(wrapped, dp_optimizer, criterion)
+        loop = TrainingLoop(wrapped, network, dp_optimizer, private_loader, step, engine)
+    else:
+        wrapped, dp_optimizer, private_loader = engine.make_private(
+            module=network,
+            optimizer=optimizer,
+            data_loader=loader,
+            noise_multiplier=noise_multiplier,
+            max_grad_norm=dp.max_grad_norm,
+            poisson_sampling=True,
+            noise_generator=noise_generator,
+        )
+        step = _chunked(plain_step(wrapped, dp_optimizer), dp_optimizer, max_physical_batch_size)
+        loop = TrainingLoop(wrapped, network, dp_optimizer, private_loader, step, engine)
     check_accounting(loop.loader, loop.optimizer, n=len(loader.dataset))  # type: ignore[arg-type]
     return loop
 

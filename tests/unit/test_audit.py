@@ -151,15 +151,7 @@ def test_when_the_full_audit_runs_then_every_attack_reports_aggregates_only() ->
     assert report.worst_decile.members >= 10
     assert report.canary is not None
     assert report.control is not None
-    payload = report.to_dict()
-    assert {
-        "mia_auc",
-        "mia_tpr_at_1pct_fpr",
-        "mia_tpr_at_0_1pct_fpr",
-        "empirical_epsilon_lower_bound",
-        "claimed_epsilon",
-        "attacks",
-    } <= set(payload)
+    payload = report.to_dict()  # the CLI's key contract is checked end to end
     assert payload["mia_auc"] == max(a["mia_auc"] for a in payload["attacks"])
     # No per-record array anywhere: the longest list is the fixed ROC grid.
     assert _longest_list(payload) < 100
