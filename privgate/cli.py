@@ -87,6 +87,15 @@ def _build_parser() -> argparse.ArgumentParser:
     verify.add_argument("name", nargs="?", help="one registered model (default: all)")
     verify.add_argument("--json", action="store_true")
 
+    scan = commands.add_parser(
+        "scan", help="classify every column of a table with the pipeline's PII engine"
+    )
+    scan.add_argument("file", type=Path, help="table to scan (CSV, CSV.GZ or Parquet)")
+    scan.add_argument(
+        "--config", type=Path, help="pipeline config YAML for the PII settings (default: demo)"
+    )
+    scan.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+
     audit = commands.add_parser(
         "audit", help="re-audit a registered version from its recorded lineage"
     )
@@ -113,6 +122,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _demo_data(args)
         if args.command == "audit":
             return _audit(args)
+        if args.command == "scan":
+            return _scan(args)
         if args.models_command == "list":
             return _models_list(args)
         if args.models_command == "load":
@@ -283,6 +294,27 @@ def _models_verify(args: argparse.Namespace) -> int:
             verdict = "ok" if row["ok"] else f"REFUSED: {row['reason']}"
             print(f"{row['model']}@{row['alias']} -> v{row['version']}: {verdict}")
     return EXIT_OK if all(row["ok"] for row in rows) else EXIT_BLOCKED
+
+
+def _scan(args: argparse.Namespace) -> int:
+    from privgate import stages
+    from privgate.config import load_config
+    from privgate.ingest import read_table
+
+    config = load_config(args.config)
+    frame = read_table(
+        args.file, string_columns=config.data.string_columns, require_string_columns=False
+    )
+    with _stdout_to_stderr():
+        report = stages.scan_frame(frame, config)
+    if args.json:
+        print(json.dumps(report.to_dict(), sort_keys=True))
+        return EXIT_OK
+    print(f"{args.file}: {report.rows} rows, {len(report.columns)} columns, {report.seconds:.1f} s")
+    for column in report.columns:
+        found = ", ".join(f"{e} {f:.0%}" for e, f in column.entities.items()) or "-"
+        print(f"  {column.name:<24} {column.kind:<18} {found}")
+    return EXIT_OK
 
 
 def _audit(args: argparse.Namespace) -> int:

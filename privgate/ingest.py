@@ -29,7 +29,9 @@ ACCEPTED_SUFFIXES: tuple[str, ...] = tuple(sorted(_SUFFIXES))
 _POSITION = re.compile(r"\b(line|row) (\d+)\b")
 
 
-def read_table(path: Path, *, string_columns: Sequence[str] = ()) -> pd.DataFrame:
+def read_table(
+    path: Path, *, string_columns: Sequence[str] = (), require_string_columns: bool = True
+) -> pd.DataFrame:
     """Read a raw table from CSV, gzipped CSV or Parquet, chosen by the file suffix.
 
     CSV keeps pandas' defaults, under which Adult's `?` stays a category of its own
@@ -41,6 +43,8 @@ def read_table(path: Path, *, string_columns: Sequence[str] = ()) -> pd.DataFram
     Args:
         path: The table file (`.csv`, `.csv.gz` or `.parquet`).
         string_columns: Columns to read as text even when they look numeric.
+        require_string_columns: Whether a `string_columns` column missing from the table
+            is an error (the pipeline's tables) or is skipped (`privgate scan` of any file).
 
     Returns:
         The table, with at least one row and unique column names.
@@ -60,7 +64,7 @@ def read_table(path: Path, *, string_columns: Sequence[str] = ()) -> pd.DataFram
 
     _reject_duplicate_names(path, [str(c) for c in frame.columns])
     missing = [c for c in string_columns if c not in frame.columns]
-    if missing:
+    if missing and require_string_columns:
         raise DataError(
             f"{path}: string column(s) {missing} from `data.string_columns` are not in the table"
         )
@@ -68,7 +72,8 @@ def read_table(path: Path, *, string_columns: Sequence[str] = ()) -> pd.DataFram
         raise DataError(f"{path} has column names but no data rows")
     if fmt == "parquet":
         for column in string_columns:
-            frame[column] = frame[column].astype("str")
+            if column in frame.columns:
+                frame[column] = frame[column].astype("str")
     return frame
 
 

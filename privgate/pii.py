@@ -7,7 +7,10 @@ config, or a column of places or dates the scan finds), `free_text`, or `clean`.
 Structured columns are judged from a seeded sample of their cells; free-text columns
 are analyzed cell by cell (one name in ten thousand notes still counts), batched
 through spaCy's `nlp.pipe`. Identical texts are analyzed once: the analysis of a text
-does not depend on where it stands.
+does not depend on where it stands. Texts are normalized before detection (Unicode NFKC,
+zero-width characters removed), so `ｊａｎｅ＠example.org` or an SSN with a zero-width
+space inside is still found; spans are mapped back onto the original text, so redaction
+removes the disguised value whole.
 
 Results hold entity types, fractions and offsets, never the matched text.
 """
@@ -18,6 +21,7 @@ import functools
 import logging
 import re
 import time
+import unicodedata
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
@@ -30,6 +34,10 @@ from privgate.errors import ConfigError
 ColumnKind = Literal["direct_identifier", "quasi_identifier", "free_text", "clean"]
 Span = tuple[int, int, str]  # start, end, entity type
 _MIN_PHONE_DIGITS = 7
+# What redaction writes in place of a value.
+_PLACEHOLDER = re.compile(r"<[A-Z][A-Z0-9_]*>")
+# Invisible characters that split a value without changing how it reads.
+ZERO_WIDTH = frozenset("\u200b\u200c\u200d\u2060\ufeff\u00ad")
 # Entities Presidio takes from spaCy's NER rather than from patterns.
 NER_ENTITIES = frozenset({"PERSON", "LOCATION", "DATE_TIME", "NRP", "ORGANIZATION"})
 # spaCy NER labels that name no person, place or date.
@@ -147,19 +155,20 @@ class PiiEngine:
             # Presidio's score_threshold only filters its final results, so analyzing at 0
             # and filtering per call gives the same answers, and scan (0.5), redaction
             # (0.3) and re-scan (0.4) share one analysis of each text.
+            normalized = [normalize_for_detection(t) for t in todo]
             results = self._batch.analyze_iterator(
-                todo,
+                [text for text, _ in normalized],
                 language=self.language,
                 batch_size=256,
                 entities=sorted(wanted),
                 score_threshold=0.0,
                 context=list(context) or None,
             )
-            for text, found in zip(todo, results, strict=True):
+            for text, (clean, origin), found in zip(todo, normalized, results, strict=True):
                 self._cache[(text, wanted, ctx)] = tuple(
-                    (r.start, r.end, r.entity_type, r.score)
+                    _to_original((r.start, r.end, r.entity_type, r.score), origin)
                     for r in found
-                    if _plausible(text[r.start : r.end], r.entity_type)
+                    if _plausible(clean[r.start : r.end], r.entity_type)
                 )
         return [
             tuple(
@@ -177,6 +186,37 @@ class PiiEngine:
 def get_engine(*, spacy_model: str, language: str, score_threshold: float) -> PiiEngine:
     """Return the process-wide engine for these settings (spaCy loads in seconds)."""
     return PiiEngine(spacy_model=spacy_model, language=language, score_threshold=score_threshold)
+
+
+def normalize_for_detection(text: str) -> tuple[str, list[int] | None]:
+    """Return `text` in NFKC with zero-width characters removed, and an offset map.
+
+    The map gives, for each character of the normalized text, the index of the
+    original character it came from (None when the text is unchanged: plain ASCII, the
+    common case, costs one `isascii` call). Normalization is per character, so every
+    normalized character has exactly one origin.
+    """
+    if text.isascii():
+        return text, None
+    chars: list[str] = []
+    origin: list[int] = []
+    for index, char in enumerate(text):
+        if char in ZERO_WIDTH:
+            continue
+        normalized = unicodedata.normalize("NFKC", char)
+        chars.append(normalized)
+        origin.extend([index] * len(normalized))
+    normalized_text = "".join(chars)
+    return normalized_text, (None if normalized_text == text else origin)
+
+
+def _to_original(
+    span: tuple[int, int, str, float], origin: list[int] | None
+) -> tuple[int, int, str, float]:
+    start, end, entity, score = span
+    if origin is None:
+        return span
+    return (origin[start], origin[end - 1] + 1, entity, score)
 
 
 def _plausible(matched: str, entity: str) -> bool:
@@ -345,6 +385,10 @@ def redact_texts(
         spans = engine.analyze(current, entities=entities, score_threshold=score_threshold)
         changed = []
         for original, text, found in zip(pending, current, spans, strict=True):
+            # A placeholder from an earlier pass is not a new finding (spaCy may read
+            # `PHONE_NUMBER` as a name at a low threshold).
+            placed = [m.span() for m in _PLACEHOLDER.finditer(text)]
+            found = tuple(s for s in found if not any(s[0] < b and a < s[1] for a, b in placed))
             if not found:
                 continue
             # Presidio's anonymizer resolves overlapping spans (keeps the higher score).

@@ -134,9 +134,14 @@ def validate(tables: Tables, config: PipelineConfig) -> ValidationReport:
 
 def scan(tables: Tables, config: PipelineConfig) -> ScanReport:
     """Scan the raw training table for PII, column by column."""
+    return scan_frame(tables.train, config)
+
+
+def scan_frame(frame: pd.DataFrame, config: PipelineConfig) -> ScanReport:
+    """Scan any table with the pipeline's engine and settings (`privgate scan FILE`)."""
     pii = config.pii
     return scan_table(
-        tables.train,
+        frame,
         engine=engine_for(config),
         entities=pii.entities,
         direct_entities=pii.direct_identifier_entities,

@@ -63,3 +63,40 @@ def test_when_a_model_does_not_exist_then_models_show_exits_1_naming_it(
 
     assert code == EXIT_ERROR
     assert "no-such-model" in capsys.readouterr().err
+
+
+def test_when_a_table_is_scanned_then_json_lists_each_column_with_kind_and_entities(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("PRIVGATE_HOME", str(tmp_path))
+    table = tmp_path / "members.csv"
+    rows = ["email,phone,amount"] + [
+        f"member{i}.canary@example.org,(617) 555-{1000 + i:04d},{12.5 * i:.2f}" for i in range(30)
+    ]
+    table.write_text("\n".join(rows) + "\n")
+
+    code = main(["scan", str(table), "--json"])
+
+    out = capsys.readouterr()
+    report = json.loads(out.out)
+    assert code == 0
+    assert report["rows"] == 30
+    assert report["seconds"] >= 0
+    kinds = {c["name"]: (c["kind"], c["entities"]) for c in report["columns"]}
+    assert kinds["email"] == ("direct_identifier", {"EMAIL_ADDRESS": 1.0})
+    assert kinds["phone"][0] == "direct_identifier"
+    assert kinds["phone"][1]["PHONE_NUMBER"] == 1.0
+    assert kinds["amount"] == ("clean", {})
+    assert "canary" not in out.out + out.err  # fractions only, never the values
+
+
+def test_when_the_scanned_file_is_missing_then_scan_exits_1_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("PRIVGATE_HOME", str(tmp_path))
+
+    code = main(["scan", str(tmp_path / "nowhere.csv"), "--json"])
+
+    out = capsys.readouterr()
+    assert code == EXIT_ERROR
+    assert "nowhere.csv" in json.loads(out.out)["error"]

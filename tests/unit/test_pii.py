@@ -134,3 +134,41 @@ def test_when_a_short_number_looks_like_a_phone_somewhere_then_it_is_not_a_findi
 
     assert found[0] == ()
     assert [s[2] for s in found[1]] == ["PHONE_NUMBER"]
+
+
+ZWSP, FULLWIDTH_AT = "\u200b", "\uff20"
+
+
+@pytest.mark.parametrize(
+    ("disguised", "entity"),
+    [
+        (f"canary.qz{FULLWIDTH_AT}example.org", "EMAIL_ADDRESS"),  # full-width @
+        (f"canary.qz@exa{ZWSP}mple.org", "EMAIL_ADDRESS"),  # zero-width space inside
+        ("３７１-４４-７７３１", "US_SSN"),  # full-width digits
+        (f"617-555-{ZWSP}0199", "PHONE_NUMBER"),
+    ],
+)
+def test_when_a_value_is_disguised_with_unicode_then_it_is_found_and_redacted_whole(
+    disguised: str, entity: str, pii_engine: PiiEngine
+) -> None:
+    note = pd.Series([f"Please reach the member at {disguised} after the visit."])
+
+    # 0.3: the pipeline's redaction threshold (a bare phone without context scores 0.4).
+    redacted = redact_texts(note, engine=pii_engine, entities=ENTITIES, score_threshold=0.3)
+    redacted = redacted.iloc[0]
+
+    assert redacted == f"Please reach the member at <{entity}> after the visit."
+
+
+def test_when_text_is_normalized_then_offsets_map_back_onto_the_original() -> None:
+    from privgate.pii import normalize_for_detection
+
+    original = f"ssn ３７１-44{ZWSP}-7731 ok"
+
+    clean, origin = normalize_for_detection(original)
+
+    assert clean == "ssn 371-44-7731 ok"
+    assert origin is not None
+    start, end = clean.index("371"), clean.index(" ok")
+    assert original[origin[start] : origin[end - 1] + 1] == f"３７１-44{ZWSP}-7731"
+    assert normalize_for_detection("plain ascii") == ("plain ascii", None)
