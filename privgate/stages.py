@@ -736,6 +736,10 @@ def model_card_facts(
             "from the data and the audit metrics are released outside that guarantee.",
             "Utility is measured on the held-out Adult test file; the baseline is the same "
             "model trained without DP on the same split, and is not registered.",
+            "The audit attacks this model with reference models trained on the test file. "
+            "Its canary audit trains a sibling model with the same code and settings on the "
+            "test file plus synthetic canaries: it audits the training mechanism, is never "
+            "released, and no canary enters this model's training data.",
         ],
     }
 
