@@ -155,15 +155,20 @@ def scan_frame(frame: pd.DataFrame, config: PipelineConfig) -> ScanReport:
 
 def anonymize(tables: Tables, report: ScanReport, config: PipelineConfig) -> Anonymized:
     """Drop, mask, pseudonymize and redact by policy, then generalize to k-anonymity."""
+    return anonymize_frame(tables.train, report, config)
+
+
+def anonymize_frame(frame: pd.DataFrame, report: ScanReport, config: PipelineConfig) -> Anonymized:
+    """Anonymize any table the pipeline's way (`privgate anonymize IN OUT`)."""
     plan = anon.plan_treatments(
-        list(tables.train.columns),
+        list(frame.columns),
         scan=report,
         anonymization=config.anonymization,
         pii=config.pii,
         target=config.data.target,
     )
-    frame, result = anon.anonymize_table(
-        tables.train,
+    anonymized, result = anon.anonymize_table(
+        frame,
         plan=plan,
         anonymization=config.anonymization,
         engine=engine_for(config),
@@ -171,7 +176,7 @@ def anonymize(tables: Tables, report: ScanReport, config: PipelineConfig) -> Ano
         redact_score_threshold=config.pii.redact_score_threshold,
         key=anon.load_pseudonym_key(config.anonymization.pseudonym_key_env),
     )
-    return Anonymized(frame, result)
+    return Anonymized(anonymized, result)
 
 
 def verify(anonymized: Anonymized, config: PipelineConfig, policy: PrivacyPolicy) -> Verification:

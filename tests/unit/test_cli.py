@@ -100,3 +100,45 @@ def test_when_the_scanned_file_is_missing_then_scan_exits_1_naming_it(
     out = capsys.readouterr()
     assert code == EXIT_ERROR
     assert "nowhere.csv" in json.loads(out.out)["error"]
+
+
+def test_when_a_table_is_anonymized_then_the_output_holds_no_identifier_and_is_k_anonymous(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import pandas as pd
+
+    from privgate.demo_data import write_demo_data
+
+    monkeypatch.setenv("PRIVGATE_HOME", str(tmp_path))
+    raw, _ = write_demo_data(tmp_path / "demo", rows=600)
+    out = tmp_path / "anonymized.csv"
+
+    code = main(["anonymize", str(raw), str(out), "--json"])
+
+    printed = capsys.readouterr()
+    summary = json.loads(printed.out)
+    assert code == 0, printed.err[-2000:]
+    assert summary["written"] is True
+    assert summary["k_measured"] >= 5
+    assert sum(summary["residual_findings"].values()) == 0
+    source, result = pd.read_csv(raw, dtype=str), pd.read_csv(out, dtype=str)
+    assert len(result) == summary["rows_out"]
+    assert {"full_name", "street_address", "date_of_birth"}.isdisjoint(result.columns)
+    written = out.read_text()
+    for column in ("email", "ssn", "phone"):
+        assert not any(value in written for value in source[column].head(50))
+    assert not any(value in printed.out for value in source["email"].head(50))
+
+
+def test_when_the_output_exists_then_anonymize_refuses_and_leaves_it_untouched(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("PRIVGATE_HOME", str(tmp_path))
+    existing = tmp_path / "out.csv"
+    existing.write_text("keep me\n")
+
+    code = main(["anonymize", str(tmp_path / "in.csv"), str(existing), "--json"])
+
+    assert code == EXIT_ERROR
+    assert "already exists" in json.loads(capsys.readouterr().out)["error"]
+    assert existing.read_text() == "keep me\n"
