@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+import torch
 from torch import nn
 
 from audits.empirical_epsilon import EpsilonLowerBound, one_run_epsilon_lower_bound
@@ -115,8 +116,6 @@ def canary_audit(
 
 def canary_scores(network: nn.Module, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Return the model's log-odds of each canary's own label (higher: more memorized)."""
-    import torch
-
     with torch.no_grad():
         network.eval()
         logits = network(torch.from_numpy(x)).squeeze(-1).numpy()

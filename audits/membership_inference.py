@@ -67,13 +67,6 @@ def evaluate_scores(
     )
 
 
-def loss_threshold_attack(
-    member_losses: np.ndarray, non_member_losses: np.ndarray
-) -> MembershipInferenceResult:
-    """Run the loss-threshold attack (Yeom et al. 2018): low loss suggests a member."""
-    return evaluate_scores(-member_losses, -non_member_losses, attack="loss_threshold")
-
-
 def balanced_sample(
     n_members: int, n_non_members: int, *, limit: int, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:

@@ -27,8 +27,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _adult import prepare
 
@@ -119,7 +117,7 @@ def main() -> None:
             seed=99,
         )
         yard_s = time.perf_counter() - started
-        target_p = _target_p(trained, records)
+        target_p = stages.target_probabilities(trained, records)
         scores = lira_offline_scores(target_p, reference_p)
         lira = evaluate_scores(
             scores[: records.members], scores[records.members :], attack="lira_offline"
@@ -146,13 +144,6 @@ def main() -> None:
 def _with_epsilon(training, epsilon: float):
     dp = training.dp.model_copy(update={"enabled": True, "target_epsilon": epsilon})
     return training.model_copy(update={"dp": dp})
-
-
-def _target_p(trained, records) -> np.ndarray:
-    from audits.membership_inference import true_label_probability
-    from privgate.training import predict_logits
-
-    return true_label_probability(predict_logits(trained.model.network, records.x), records.y)
 
 
 if __name__ == "__main__":

@@ -410,7 +410,8 @@ def _audit(args: argparse.Namespace) -> int:
             "claimed_epsilon",
             "control_epsilon_lower_bound",
         ):
-            print(f"  {key:<32} {json_number(summary[key])}")
+            value = json_number(summary[key])
+            print(f"  {key:<32} {'-' if value is None else f'{value:.4g}'}")
         for result in gates.results:
             print(f"  {result.describe()}")
     return EXIT_OK if gates.passed else EXIT_BLOCKED

@@ -458,7 +458,7 @@ def audit(
 ) -> AuditReport:
     """Run the configured attacks with the given reference models and canary runs."""
     records = audit_records(trained, config)
-    target_p = true_label_probability(predict_logits(trained.model.network, records.x), records.y)
+    target_p = target_probabilities(trained, records)
     dp = trained.model.dp
     return run_attacks(
         target_p,
@@ -472,6 +472,11 @@ def audit(
         control=control,
         seconds=seconds,
     )
+
+
+def target_probabilities(trained: Trained, records: AuditRecords) -> np.ndarray:
+    """Return the released model's probability of each audited record's true label."""
+    return true_label_probability(predict_logits(trained.model.network, records.x), records.y)
 
 
 def run_audit(trained: Trained, config: PipelineConfig) -> AuditReport:

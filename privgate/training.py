@@ -617,17 +617,6 @@ def predict_proba(network: nn.Module, x: np.ndarray) -> np.ndarray:
     return torch.sigmoid(torch.from_numpy(predict_logits(network, x))).numpy()
 
 
-@torch.no_grad()
-def per_example_loss(network: nn.Module, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Return each row's cross-entropy loss (stays inside the audit)."""
-    network.eval()
-    logits = network(torch.from_numpy(x)).squeeze(-1)
-    loss = nn.functional.binary_cross_entropy_with_logits(
-        logits, torch.from_numpy(y), reduction="none"
-    )
-    return loss.numpy()
-
-
 def accuracy(network: nn.Module, x: np.ndarray, y: np.ndarray) -> float:
     """Return the share of rows classified right at threshold 0.5."""
     if len(x) == 0:

@@ -17,8 +17,8 @@ import torch
 
 import privgate.dp_optimizer
 from audits.canaries import make_canaries
-from audits.gates import run_gate, run_gates
-from audits.suite import attack_names, run_attacks
+from audits.gates import Evidence, run_gate, run_gates
+from audits.suite import AuditReport, attack_names, run_attacks
 from privgate import stages
 from privgate.config import PipelineConfig, load_config, load_policy
 from privgate.errors import ConfigError
@@ -115,9 +115,7 @@ def test_when_dp_is_on_at_epsilon_1_then_the_canary_bound_stays_below_the_claim(
     assert run_gate("audit_power", evidence, load_policy()).passed
 
 
-def stages_evidence(report):
-    from audits.gates import Evidence
-
+def stages_evidence(report: AuditReport) -> Evidence:
     return Evidence(**stages.audit_evidence(report))
 
 

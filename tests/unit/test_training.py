@@ -11,7 +11,7 @@ import pytest
 from privgate.config import GroupHierarchy, IntervalHierarchy, TrainingConfig
 from privgate.errors import ConfigError
 from privgate.features import build_feature_spec, encode, encode_labels, input_width
-from privgate.training import accuracy, build_network, per_example_loss, train_model
+from privgate.training import accuracy, build_network, predict_logits, train_model
 from privgate.validation import ColumnDomain
 
 DOMAINS = {
@@ -136,8 +136,8 @@ def test_when_dp_is_off_then_the_same_seed_reproduces_the_model() -> None:
         features=["f"], model="mlp", epochs=1, batch_size=256, dp={"enabled": False}
     )
 
-    first = per_example_loss(train_model(x, y, training=config).network, x, y)
-    second = per_example_loss(train_model(x, y, training=config).network, x, y)
+    first = predict_logits(train_model(x, y, training=config).network, x)
+    second = predict_logits(train_model(x, y, training=config).network, x)
 
     assert np.allclose(first, second)
 
@@ -148,8 +148,8 @@ def test_when_dp_is_on_then_the_published_seed_does_not_reproduce_the_noise() ->
     x, y = _toy()
     config = TrainingConfig(features=["f"], model="logistic", epochs=1, batch_size=256)
 
-    first = per_example_loss(train_model(x, y, training=config).network, x, y)
-    second = per_example_loss(train_model(x, y, training=config).network, x, y)
+    first = predict_logits(train_model(x, y, training=config).network, x)
+    second = predict_logits(train_model(x, y, training=config).network, x)
 
     assert not np.allclose(first, second)
 
