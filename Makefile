@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.privgate-installed
 
-.PHONY: help install run test test-fast lint bench bench-orchestration bench-dp bench-audit clean-state
+.PHONY: help install run test test-fast lint bench bench-orchestration bench-dp bench-audit bench-pii bench-kanon clean-state
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -35,7 +35,7 @@ test-fast: $(STAMP) ## run the tests but the end-to-end ones
 lint: $(STAMP) ## ruff lint and format check
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
-bench: bench-orchestration bench-dp bench-audit ## all benchmarks
+bench: bench-orchestration bench-dp bench-audit bench-pii bench-kanon ## all benchmarks
 
 bench-orchestration: $(STAMP) ## Prefect + MLflow overhead over plain stage calls
 	$(BIN)/python benchmarks/orchestration.py
@@ -45,6 +45,12 @@ bench-dp: $(STAMP) ## DP-SGD vs non-private epoch time and accuracy, full Adult
 
 bench-audit: $(STAMP) ## attacks, canary audit and a LiRA-64 yardstick, full Adult
 	$(BIN)/python benchmarks/audit.py
+
+bench-pii: $(STAMP) ## PII scan, anonymize, verify at 1M rows; redaction vs naive Presidio
+	$(BIN)/python -u benchmarks/pii.py
+
+bench-kanon: $(STAMP) ## optimal k-anonymity search vs brute force, 8 QIs, full Adult
+	$(BIN)/python benchmarks/kanon.py
 
 clean-state: ## delete run state under ./.privgate (models, runs, keys, demo data)
 	rm -rf .privgate

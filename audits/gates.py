@@ -24,6 +24,7 @@ class Evidence:
 
     residual_pii_findings: int | None = None
     k_achieved: int | None = None
+    l_achieved: int | None = None
     epsilon: float | None = None
     delta: float | None = None
     n_train: int | None = None
@@ -204,6 +205,22 @@ def k_anonymity_gate(evidence: Evidence, policy: PrivacyPolicy) -> GateResult:
     value = evidence.k_achieved
     return _verdict(
         "k_anonymity", None if value is None else float(value), ">=", float(policy.min_k)
+    )
+
+
+@register_gate("l_diversity")
+def l_diversity_gate(evidence: Evidence, policy: PrivacyPolicy) -> GateResult:
+    """Every class must hold >= min_l distinct values of the sensitive attribute."""
+    if policy.min_l <= 1:
+        value = None if evidence.l_achieved is None else float(evidence.l_achieved)
+        return GateResult("l_diversity", True, value, 1.0, ">=", "not required (min_l = 1)")
+    value = evidence.l_achieved
+    return _verdict(
+        "l_diversity",
+        None if value is None else float(value),
+        ">=",
+        float(policy.min_l),
+        "" if value is None else "distinct sensitive values in the smallest class",
     )
 
 

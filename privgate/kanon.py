@@ -11,6 +11,12 @@ class over the generalized QIs holds fewer than `k` rows, at most `max_suppressi
 the rows were suppressed. Missing values form their own class at every level below the
 top (`*`), so a lone missing value counts as a class of one, never as "anything".
 
+With distinct l-diversity (Machanavajjhala et al. 2007) a class is also suppressed when
+it holds fewer than `l` distinct values of a `sensitive` column (missing counts as one
+value): k-anonymity alone lets a class whose rows all share one income disclose it.
+`l == 1` suppresses nothing more, so the search visits and chooses exactly the nodes it
+would without a sensitive column; a column given with `l == 1` is only measured.
+
 Information loss (`information_loss`) is a Loss Metric in the style of Iyengar (2002),
 averaged over cells. For QI `j` let `M_j` be the number of distinct raw values in the
 table (missing counts as one value). A cell whose generalized value covers `G` of those
@@ -30,10 +36,20 @@ therefore fails with all its specializations, and after one fails the search cli
 from it while that proves more still-open nodes failing. A node with nothing suppressed
 has nothing suppressed in any generalization, whose loss is then exactly its bound.
 
+Monotonicity survives l-diversity. A class of a generalization is the union of classes
+of any of its specializations, so its row count is the sum of theirs and its set of
+sensitive values the union of theirs: neither shrinks. A row kept at a specialization
+(its class has >= `k` rows and >= `l` distinct values) is therefore kept at every
+generalization, so the suppressed rows going up are a subset of those below, and the
+failing, passing and nothing-suppressed propagation above stays exact.
+
 A data pass combines integer codes, precomputed once per (QI, level), into one int64
 key and counts keys with `np.bincount`. It starts from the cached classes of an
 already-evaluated specialization when one compresses the table (one member row and a
 row count per class), so passes high in the lattice touch hundreds of rows, not all.
+With a sensitive column the cached units are (class, sensitive value) pairs instead,
+one member row and a row count per pair: one member per class would forget which
+values its other rows held, and a generalization could not count its distinct values.
 """
 
 from __future__ import annotations
@@ -48,7 +64,7 @@ import numpy.typing as npt
 import pandas as pd
 from pandas.api.extensions import ExtensionDtype
 
-from privgate.config import Hierarchy, IntervalHierarchy, PrefixHierarchy
+from privgate.config import DateHierarchy, Hierarchy, IntervalHierarchy, PrefixHierarchy
 from privgate.errors import ConfigError
 
 __all__ = [
@@ -61,6 +77,7 @@ __all__ = [
     "hierarchy_height",
     "information_loss",
     "measure_k",
+    "measure_l_diversity",
 ]
 
 TOP = "*"
@@ -95,10 +112,16 @@ class KAnonymityResult:
         k_target: The `k` that was asked for.
         k_achieved: Smallest equivalence class after suppression; 0 if no row remains.
             When no node is acceptable this is the top node's single class, below `k`.
-        suppressed_rows: Rows removed because their class was smaller than `k`.
+        suppressed_rows: Rows removed because their class was smaller than `k` (or held
+            fewer than `l_target` distinct sensitive values).
         total_rows: Rows in the input table.
         information_loss: Loss of the chosen node, in [0, 1] (see the module docstring).
         nodes_evaluated: Lattice nodes whose classes were counted on the data.
+        l_target: The `l` that was asked for (1: no l-diversity).
+        l_achieved: Fewest distinct values of `sensitive` in a kept class; 0 if no row
+            remains. Without a sensitive column nothing is measured and this is 1 when
+            any row remains (every non-empty class is trivially 1-diverse), else 0.
+        sensitive: The sensitive column l-diversity was measured on, or None.
     """
 
     levels: dict[str, int]
@@ -109,6 +132,9 @@ class KAnonymityResult:
     total_rows: int
     information_loss: float
     nodes_evaluated: int
+    l_target: int
+    l_achieved: int
+    sensitive: str | None
 
 
 # --------------------------------------------------------------------------- hierarchies
@@ -120,7 +146,7 @@ def hierarchy_height(hierarchy: Hierarchy) -> int:
         return len(hierarchy.widths) + 2
     if isinstance(hierarchy, PrefixHierarchy):
         return len(hierarchy.keep) + 2
-    return len(hierarchy.levels) + 2
+    return len(hierarchy.levels) + 2  # group and date hierarchies
 
 
 def describe_level(hierarchy: Hierarchy, level: int) -> str:
@@ -134,6 +160,8 @@ def describe_level(hierarchy: Hierarchy, level: int) -> str:
         return f"interval width {hierarchy.widths[level - 1]}"
     if isinstance(hierarchy, PrefixHierarchy):
         return f"prefix {hierarchy.keep[level - 1]}"
+    if isinstance(hierarchy, DateHierarchy):
+        return f"date to {hierarchy.levels[level - 1]}"
     return f"group level {level}"
 
 
@@ -213,6 +241,12 @@ def _level_codes(
     text = np.array([str(value) for value in np.asarray(uniques, dtype=object)], dtype=object)
     codes, labels = _factorize_labels(text)
     levels = [(codes, labels)]
+    if isinstance(hierarchy, DateHierarchy):
+        # Each level is a function of the date itself, so equal stays equal going up.
+        dates = _parse_dates(column, text)
+        for step in hierarchy.levels[:up_to]:
+            levels.append(_factorize_labels(_date_labels(dates, step)))
+        return levels
     steps = hierarchy.keep if isinstance(hierarchy, PrefixHierarchy) else hierarchy.levels
     for step in steps[:up_to]:
         # Each level is computed from the labels of the one below, so equal stays equal
@@ -227,6 +261,30 @@ def _level_codes(
         codes = step_codes[codes]
         levels.append((codes, labels))
     return levels
+
+
+def _parse_dates(column: str, text: ObjectArray) -> pd.DatetimeIndex:
+    dates = pd.to_datetime(pd.Series(text), format="mixed", errors="coerce")
+    unreadable = int(dates.isna().sum())
+    if unreadable:
+        raise ConfigError(
+            f"quasi-identifier {column!r} has a date hierarchy but {unreadable} of its "
+            f"{len(text)} distinct values are not dates; clean the column or give it "
+            "another hierarchy in anonymization.quasi_identifiers"
+        )
+    return pd.DatetimeIndex(dates)
+
+
+def _date_labels(dates: pd.DatetimeIndex, step: str) -> ObjectArray:
+    years = dates.year.to_numpy()
+    if step == "month":
+        labels = [f"{y:04d}-{m:02d}" for y, m in zip(years, dates.month.to_numpy(), strict=True)]
+    elif step == "year":
+        labels = [f"{y:04d}" for y in years]
+    else:
+        span = 5 if step == "5 years" else 10
+        labels = [f"{y - y % span:04d}-{y - y % span + span - 1:04d}" for y in years]
+    return np.array(labels, dtype=object)
 
 
 def _factorize_labels(labels: ObjectArray) -> tuple[IntArray, ObjectArray]:
@@ -286,37 +344,78 @@ def measure_k(frame: pd.DataFrame, columns: Sequence[str]) -> int:
     return int(sizes.min()) if len(sizes) else 0
 
 
+def measure_l_diversity(frame: pd.DataFrame, columns: Sequence[str], sensitive: str) -> int:
+    """Return the fewest distinct values of `sensitive` in an equivalence class over `columns`.
+
+    Plain pandas, independent of the search's counting code, so that it can check it.
+    Missing values (any flavour) form their own class and count as one sensitive value.
+    With no columns the whole table is one class.
+
+    Args:
+        frame: The (released) table.
+        columns: Columns whose value combinations define the classes.
+        sensitive: The column whose values must be diverse within each class.
+
+    Returns:
+        The smallest distinct-value count over classes, or 0 for an empty table.
+
+    Raises:
+        ConfigError: when a column or the sensitive column is missing from the table.
+    """
+    _require_columns(frame, columns)
+    if sensitive not in frame.columns:
+        raise ConfigError(
+            f"sensitive column {sensitive!r} is not in the table; fix "
+            "anonymization.l_diversity.sensitive or the input data"
+        )
+    if frame.empty:
+        return 0
+    # Factorized first: nunique would count None, NaN and pd.NA as three values.
+    values = pd.Series(pd.factorize(frame[sensitive])[0], index=frame.index)
+    if not columns:
+        return int(values.nunique())
+    keys = [pd.Series(pd.factorize(frame[column])[0], index=frame.index) for column in columns]
+    return int(values.groupby(keys, dropna=False, sort=False).nunique().min())
+
+
 def apply_generalization(
     frame: pd.DataFrame,
     *,
     quasi_identifiers: Mapping[str, Hierarchy],
     levels: Mapping[str, int],
     k: int,
+    sensitive: str | None = None,
+    l: int = 1,  # noqa: E741 - the l of l-diversity
 ) -> tuple[pd.DataFrame, int]:
-    """Generalize the QIs to the given levels and suppress rows in classes below `k`.
+    """Generalize the QIs to the given levels and suppress rows the search suppressed.
 
     Args:
         frame: The table to release; other columns pass through untouched.
         quasi_identifiers: QI columns and their hierarchies.
         levels: Level per QI, e.g. `KAnonymityResult.levels`.
         k: Rows whose class over the generalized QIs is smaller are removed.
+        sensitive: Column whose distinct values per class are counted, e.g.
+            `KAnonymityResult.sensitive`; None when `l` is 1.
+        l: Rows whose class holds fewer distinct `sensitive` values are removed too.
 
     Returns:
         The generalized table (QIs as strings, surviving rows keep their index) and
         the number of rows suppressed.
 
     Raises:
-        ConfigError: when a QI column or its level is missing or out of range.
+        ConfigError: when a QI column or its level is missing or out of range, or the
+            l-diversity settings are invalid (see `find_k_anonymous_generalization`).
     """
     columns = list(quasi_identifiers)
     _require_columns(frame, columns)
+    sensitive_codes = _sensitive_codes(frame, columns, sensitive=sensitive, l=l)
     missing_levels = [column for column in columns if column not in levels]
     if missing_levels:
         raise ConfigError(f"no generalization level given for quasi-identifiers {missing_levels}")
     released = frame.copy()
     for column, hierarchy in quasi_identifiers.items():
         released[column] = generalize_column(frame[column], hierarchy, levels[column])
-    keep = _class_sizes(released, columns) >= k
+    keep = _kept_rows(released, columns, k=k, sensitive_codes=sensitive_codes, l=l)
     return released.loc[keep], int((~keep).sum())
 
 
@@ -326,29 +425,37 @@ def information_loss(
     quasi_identifiers: Mapping[str, Hierarchy],
     levels: Mapping[str, int],
     k: int,
+    sensitive: str | None = None,
+    l: int = 1,  # noqa: E741 - the l of l-diversity
 ) -> float:
     """Return the information loss of releasing `frame` at `levels` with suppression.
 
     The Loss Metric of the module docstring: per cell `(G - 1) / (M - 1)`, where `M`
     counts a QI's distinct raw values (missing is one) and `G` those sharing the cell's
     generalized value; 1 in every QI for a row suppressed because its class is smaller
-    than `k`; averaged over rows and QIs. This direct implementation is the reference
-    the search's vectorized bound is tested against.
+    than `k` (or holds fewer than `l` distinct `sensitive` values); averaged over rows
+    and QIs. This direct implementation is the reference the search's vectorized bound
+    is tested against.
 
     Args:
         frame: The raw table.
         quasi_identifiers: QI columns and their hierarchies.
         levels: Level per QI.
         k: Classes smaller than this are suppressed.
+        sensitive: Column whose distinct values per class are counted; None when `l`
+            is 1.
+        l: Classes with fewer distinct `sensitive` values are suppressed too.
 
     Returns:
         The loss in [0, 1]; 0.0 for an empty table or no QIs.
 
     Raises:
-        ConfigError: when a QI column or its level is missing or out of range.
+        ConfigError: when a QI column or its level is missing or out of range, or the
+            l-diversity settings are invalid (see `find_k_anonymous_generalization`).
     """
     columns = list(quasi_identifiers)
     _require_columns(frame, columns)
+    sensitive_codes = _sensitive_codes(frame, columns, sensitive=sensitive, l=l)
     if frame.empty or not columns:
         return 0.0
     generalized = pd.DataFrame(index=frame.index)
@@ -361,7 +468,7 @@ def information_loss(
             covered = raw.groupby(grouped).transform("nunique").to_numpy(dtype=np.float64)
             cell_loss[:, position] = (covered - 1) / (distinct - 1)
         generalized[column] = grouped
-    suppressed = _class_sizes(generalized, columns) < k
+    suppressed = ~_kept_rows(generalized, columns, k=k, sensitive_codes=sensitive_codes, l=l)
     cell_loss[suppressed, :] = 1.0
     return float(cell_loss.mean())
 
@@ -380,6 +487,78 @@ def _require_columns(frame: pd.DataFrame, columns: Sequence[str]) -> None:
         )
 
 
+def _sensitive_codes(
+    frame: pd.DataFrame,
+    quasi_identifiers: Sequence[str],
+    *,
+    sensitive: str | None,
+    l: int,  # noqa: E741 - the l of l-diversity
+) -> tuple[IntArray, int] | None:
+    """Check the l-diversity settings; return the sensitive column's codes, if one is given.
+
+    Returns:
+        Per row the code of its sensitive value (missing is one code of its own) and the
+        number of codes, or None without a sensitive column.
+
+    Raises:
+        ConfigError: when `l` is below 1, or above 1 without a sensitive column; when
+            the sensitive column is missing or is a quasi-identifier; when the table
+            holds fewer than `l` distinct sensitive values, so no class could have them.
+    """
+    if l < 1:
+        raise ConfigError(f"anonymization.l_diversity.l must be at least 1, got {l}")
+    if sensitive is None:
+        if l > 1:
+            raise ConfigError(
+                f"l-diversity with l={l} needs a sensitive column; set "
+                "anonymization.l_diversity.sensitive (or data.target, its default)"
+            )
+        return None
+    if sensitive not in frame.columns:
+        raise ConfigError(
+            f"sensitive column {sensitive!r} (anonymization.l_diversity.sensitive) is not "
+            "in the table; name a column of the table, or check that no declared action "
+            "in anonymization.columns drops it"
+        )
+    if sensitive in quasi_identifiers:
+        raise ConfigError(
+            f"sensitive column {sensitive!r} (anonymization.l_diversity.sensitive) is also "
+            "a quasi-identifier; generalizing it would change the values whose diversity "
+            "is measured, so remove it from one of anonymization.quasi_identifiers and "
+            "anonymization.l_diversity.sensitive"
+        )
+    codes, values = _dense_codes(frame[sensitive])
+    if len(frame) and l > values:
+        raise ConfigError(
+            f"anonymization.l_diversity.l is {l} but the sensitive column {sensitive!r} "
+            f"holds only {values} distinct values (missing counts as one), so no class "
+            f"can hold {l}; lower anonymization.l_diversity.l to at most {values}"
+        )
+    return codes, values
+
+
+def _kept_rows(
+    frame: pd.DataFrame,
+    columns: Sequence[str],
+    *,
+    k: int,
+    sensitive_codes: tuple[IntArray, int] | None,
+    l: int,  # noqa: E741 - the l of l-diversity
+) -> npt.NDArray[np.bool_]:
+    """Return which rows survive suppression: class of >= `k` rows, >= `l` sensitive values."""
+    if not columns:
+        classes: IntArray = np.zeros(len(frame), dtype=np.int64)
+        slots = 1
+    else:
+        key, space = _combine(_dense_codes(frame[column]) for column in columns)
+        classes, slots = _densify(key, space)
+    keep = np.bincount(classes, minlength=slots)[classes] >= k
+    if sensitive_codes is not None and len(frame):
+        _, _, distinct = _pair_classes(classes, slots, *sensitive_codes)
+        keep &= distinct[classes] >= l
+    return keep
+
+
 def _class_sizes(frame: pd.DataFrame, columns: Sequence[str]) -> IntArray:
     """Return, for each row, the size of its equivalence class over `columns`."""
     if not columns:
@@ -387,6 +566,31 @@ def _class_sizes(frame: pd.DataFrame, columns: Sequence[str]) -> IntArray:
     key, space = _combine(_dense_codes(frame[column]) for column in columns)
     dense, _ = _densify(key, space)
     return np.bincount(dense)[dense]
+
+
+def _pair_classes(
+    classes: IntArray, slots: int, sensitive: IntArray, values: int
+) -> tuple[IntArray, int, IntArray]:
+    """Split classes by sensitive value and count the distinct values of each class.
+
+    Args:
+        classes: Class code (0..`slots` - 1) of each entry (row or cached member).
+        slots: Number of class codes.
+        sensitive: Sensitive-value code (0..`values` - 1) of each entry.
+        values: Number of sensitive-value codes.
+
+    Returns:
+        The (class, sensitive value) pair code of each entry, the number of pair codes,
+        and per class code the number of distinct sensitive values among its entries.
+    """
+    key, space = _combine(((classes, slots), (sensitive, values)))
+    pairs, pair_slots = _densify(key, space)
+    present = np.zeros(pair_slots, dtype=bool)
+    present[pairs] = True
+    class_of_pair = np.zeros(pair_slots, dtype=np.int64)
+    class_of_pair[pairs] = classes
+    distinct = np.bincount(class_of_pair[present], minlength=slots).astype(np.int64)
+    return pairs, pair_slots, distinct
 
 
 def _dense_codes(values: pd.Series | ObjectArray) -> tuple[IntArray, int]:
@@ -445,11 +649,24 @@ class _Evaluation:
     suppressed: int
     k_achieved: int
     loss: float  # exact when acceptable, else the lower bound
+    l_achieved: int  # measured with a sensitive column, else 1 when any row is kept
+
+
+@dataclass(frozen=True)
+class _Sensitive:
+    """The sensitive column as codes, and the `l` its classes must reach."""
+
+    codes: IntArray  # per row: code of its value, missing as one code of its own
+    values: int  # number of codes
+    l_target: int
 
 
 @dataclass(frozen=True)
 class _Classes:
-    """The classes of an evaluated node: one member row and the row count of each."""
+    """The cached units of an evaluated node: one member row and the row count of each.
+
+    A unit is a class, or with a sensitive column a (class, sensitive value) pair.
+    """
 
     members: IntArray
     weights: FloatArray
@@ -493,11 +710,20 @@ def _precompute(column: str, hierarchy: Hierarchy, values: pd.Series) -> _QiCode
 class _Search:
     """Best-first search of the lattice in ascending lower-bound order."""
 
-    def __init__(self, qis: list[_QiCodes], *, rows: int, k: int, budget: int) -> None:
+    def __init__(
+        self,
+        qis: list[_QiCodes],
+        *,
+        rows: int,
+        k: int,
+        budget: int,
+        sensitive: _Sensitive | None = None,
+    ) -> None:
         self.qis = qis
         self.rows = rows
         self.k = k
         self.budget = budget
+        self.sensitive = sensitive
         self.heights = [len(qi.codes) for qi in qis]
         self.strides_list = [math.prod(self.heights[j + 1 :]) for j in range(len(qis))]
         grid = np.indices(self.heights, dtype=np.int16).reshape(len(qis), -1).T
@@ -523,8 +749,10 @@ class _Search:
         self.best: tuple[float, int, tuple[int, ...]] | None = None
         # Classes of evaluated nodes that compress the table: a generalization of one
         # is counted from its members (weighted), not from every row ("roll-up").
+        # Nodes are ranked by units cached (classes, or pairs with a sensitive column):
+        # what a roll-up from them costs.
         self._no_classes = np.iinfo(np.int64).max
-        self._class_counts = np.full(len(grid), self._no_classes, dtype=np.int64)
+        self._unit_counts = np.full(len(grid), self._no_classes, dtype=np.int64)
         self._cached: dict[int, _Classes] = {}
         self._cache_room = _CACHE_ROWS_FACTOR * rows
 
@@ -576,8 +804,22 @@ class _Search:
         dense, slots = _densify(key, space)
         counts = np.bincount(dense, weights=weights, minlength=slots).astype(np.int64)
         small = (counts > 0) & (counts < self.k)
+        if self.sensitive is None:
+            units, unit_counts = dense, counts
+            kept = counts >= self.k
+            l_achieved = int(bool(kept.any()))
+        else:
+            sensitive = self.sensitive
+            units, unit_slots, distinct = _pair_classes(
+                dense, slots, sensitive.codes[members], sensitive.values
+            )
+            unit_counts = np.bincount(units, weights=weights, minlength=unit_slots)
+            unit_counts = unit_counts.astype(np.int64)
+            small |= (counts > 0) & (distinct < sensitive.l_target)
+            kept = (counts > 0) & ~small
+            l_achieved = int(distinct[kept].min()) if kept.any() else 0
         suppressed = int(counts[small].sum())
-        kept = counts[counts >= self.k]
+        k_achieved = int(counts[kept].min()) if kept.any() else 0
         loss = float(self.bound[index])
         if 0 < suppressed <= self.budget:
             # Suppressed rows lose 1 per QI where they had lost their cell loss.
@@ -588,33 +830,34 @@ class _Search:
                 for qi, level, qi_codes in zip(self.qis, node, codes, strict=True)
             )
             loss += gained / (self.rows * len(self.qis))
-        evaluation = _Evaluation(suppressed, int(kept.min()) if len(kept) else 0, loss)
+        evaluation = _Evaluation(suppressed, k_achieved, loss, l_achieved)
         self.evaluations[index] = evaluation
-        self._remember_classes(index, members, dense, counts)
+        self._remember_classes(index, members, units, unit_counts)
         self._record(node, evaluation)
         return evaluation
 
     def _base_for(self, node: tuple[int, ...]) -> _Classes | None:
-        """Return the cached specialization of `node` with the fewest classes."""
+        """Return the cached specialization of `node` with the fewest units."""
         if not self._cached:
             return None
-        counts = np.where(self._specializations(node), self._class_counts, self._no_classes)
+        counts = np.where(self._specializations(node), self._unit_counts, self._no_classes)
         index = int(np.argmin(counts))
         return None if counts[index] == self._no_classes else self._cached[index]
 
     def _remember_classes(
-        self, index: int, members: IntArray, dense: IntArray, counts: IntArray
+        self, index: int, members: IntArray, units: IntArray, counts: IntArray
     ) -> None:
+        """Cache one member and the row count of each unit (class or pair) of a node."""
         present = counts > 0
-        classes = int(present.sum())
+        cached = int(present.sum())
         # Only a real compression pays for its memory, and the cache has a fixed budget.
-        if classes * 2 > len(dense) or classes > self._cache_room:
+        if cached * 2 > len(units) or cached > self._cache_room:
             return
         member_of_slot = np.empty(len(counts), dtype=np.int64)
-        member_of_slot[dense] = members
+        member_of_slot[units] = members
         self._cached[index] = _Classes(member_of_slot[present], counts[present].astype(np.float64))
-        self._class_counts[index] = classes
-        self._cache_room -= classes
+        self._unit_counts[index] = cached
+        self._cache_room -= cached
 
     def _record(self, node: tuple[int, ...], evaluation: _Evaluation) -> None:
         if evaluation.suppressed > self.budget:
@@ -691,15 +934,24 @@ def find_k_anonymous_generalization(
     quasi_identifiers: Mapping[str, Hierarchy],
     k: int,
     max_suppression: float,
+    sensitive: str | None = None,
+    l: int = 1,  # noqa: E741 - the l of l-diversity
 ) -> KAnonymityResult:
     """Find the full-domain generalization of least information loss that is k-anonymous.
+
+    With `l` > 1 every released class must also be distinct l-diverse: hold at least
+    `l` distinct values of the `sensitive` column, missing counting as one value.
 
     Args:
         frame: The raw table.
         quasi_identifiers: QI columns and their hierarchies, in tie-breaking order.
         k: Every released class must hold at least this many rows.
         max_suppression: Largest share of rows that may be suppressed (removed)
-            because their class is smaller than `k`.
+            because their class is smaller than `k` or not l-diverse.
+        sensitive: Column whose values each class must hold `l` of; not a QI. Given
+            with `l` 1, the search is unchanged and `l_achieved` is still measured.
+        l: Every released class must hold at least this many distinct `sensitive`
+            values; 1 (the default) asks nothing.
 
     Returns:
         The chosen levels and their cost. When no node is acceptable (fewer than `k`
@@ -710,7 +962,9 @@ def find_k_anonymous_generalization(
     Raises:
         ConfigError: when `k` or `max_suppression` is out of range, a QI column is
             missing, an interval hierarchy meets a non-numeric column, or the lattice
-            is too large to search.
+            is too large to search; when `l` is below 1, or above 1 without a sensitive
+            column, the sensitive column is missing or a QI, or the table holds fewer
+            than `l` distinct sensitive values.
     """
     if k < 1:
         raise ConfigError(f"anonymization.k must be at least 1, got {k}")
@@ -720,6 +974,7 @@ def find_k_anonymous_generalization(
         )
     columns = list(quasi_identifiers)
     _require_columns(frame, columns)
+    sensitive_codes = _sensitive_codes(frame, columns, sensitive=sensitive, l=l)
     for column, hierarchy in quasi_identifiers.items():
         _check_hierarchy_fits(column, hierarchy, frame[column])
     heights = [hierarchy_height(hierarchy) for hierarchy in quasi_identifiers.values()]
@@ -733,45 +988,63 @@ def find_k_anonymous_generalization(
     rows = len(frame)
     # The epsilon keeps e.g. 0.29 * 100 = 28.999... from losing a row of budget.
     budget = math.floor(max_suppression * rows + 1e-9)
+    targets = _Targets(k_target=k, l_target=l, sensitive=sensitive)
     if rows == 0:
-        return _result(quasi_identifiers, top, k, _Evaluation(0, 0, 0.0), rows=0, evaluated=0)
+        return _result(quasi_identifiers, top, targets, _Evaluation(0, 0, 0.0, 0), rows=0)
+    # The top node's one class holds every value; _sensitive_codes made sure that is >= l.
+    whole_table_l = 1 if sensitive_codes is None else sensitive_codes[1]
     if not columns:
         # One class of every row, nothing to generalize and (by definition) no loss.
         if rows >= k:
-            outcome = _Evaluation(0, rows, 0.0)
+            outcome = _Evaluation(0, rows, 0.0, whole_table_l)
         elif rows <= budget:
-            outcome = _Evaluation(rows, 0, 0.0)
+            outcome = _Evaluation(rows, 0, 0.0, 0)
         else:
-            outcome = _Evaluation(0, rows, 0.0)
-        return _result(quasi_identifiers, (), k, outcome, rows=rows, evaluated=1)
+            outcome = _Evaluation(0, rows, 0.0, whole_table_l)
+        return _result(quasi_identifiers, (), targets, outcome, rows=rows, evaluated=1)
 
     qis = [
         _precompute(column, hierarchy, frame[column])
         for column, hierarchy in quasi_identifiers.items()
     ]
-    search = _Search(qis, rows=rows, k=k, budget=budget)
+    search = _Search(
+        qis,
+        rows=rows,
+        k=k,
+        budget=budget,
+        sensitive=None if sensitive_codes is None else _Sensitive(*sensitive_codes, l_target=l),
+    )
     chosen = search.run()
     if chosen is None:
         # Even the top node fails: its one class of every row is smaller than k and
         # suppressing it would exceed the budget, so report that class as it is.
-        honest = _Evaluation(0, rows, float(search.bound[-1]))
+        honest = _Evaluation(0, rows, float(search.bound[-1]), whole_table_l)
         return _result(
-            quasi_identifiers, top, k, honest, rows=rows, evaluated=len(search.evaluations)
+            quasi_identifiers, top, targets, honest, rows=rows, evaluated=len(search.evaluations)
         )
     evaluation = search.evaluate(chosen)
     return _result(
-        quasi_identifiers, chosen, k, evaluation, rows=rows, evaluated=len(search.evaluations)
+        quasi_identifiers, chosen, targets, evaluation, rows=rows, evaluated=len(search.evaluations)
     )
+
+
+@dataclass(frozen=True)
+class _Targets:
+    """What the search was asked for, echoed in the result."""
+
+    k_target: int
+    l_target: int
+    sensitive: str | None
 
 
 def _result(
     quasi_identifiers: Mapping[str, Hierarchy],
     node: tuple[int, ...],
-    k: int,
+    targets: _Targets,
     evaluation: _Evaluation,
     *,
     rows: int,
-    evaluated: int,
+    evaluated: int = 0,
 ) -> KAnonymityResult:
     levels = dict(zip(quasi_identifiers, node, strict=True))
     return KAnonymityResult(
@@ -780,10 +1053,13 @@ def _result(
             column: describe_level(hierarchy, levels[column])
             for column, hierarchy in quasi_identifiers.items()
         },
-        k_target=k,
+        k_target=targets.k_target,
         k_achieved=evaluation.k_achieved,
         suppressed_rows=evaluation.suppressed,
         total_rows=rows,
         information_loss=min(max(evaluation.loss, 0.0), 1.0),
         nodes_evaluated=evaluated,
+        l_target=targets.l_target,
+        l_achieved=evaluation.l_achieved,
+        sensitive=targets.sensitive,
     )

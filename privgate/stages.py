@@ -32,7 +32,7 @@ from privgate.errors import ConfigError, DataError, ValidationFailedError
 from privgate.features import build_feature_spec, encode, encode_labels, input_width
 from privgate.home import PROJECT_ROOT, resolve_path
 from privgate.ingest import read_table, sha256_file
-from privgate.kanon import measure_k
+from privgate.kanon import measure_k, measure_l_diversity
 from privgate.ledger import PrivacyLedger
 from privgate.model_card import render_model_card
 from privgate.pii import PiiEngine, ScanReport, count_findings, get_engine, scan_table
@@ -40,7 +40,7 @@ from privgate.registry import Registration, log_and_register, log_run_file, log_
 from privgate.training import DpReport, TrainedModel, accuracy, predict_logits, train_model
 from privgate.validation import ValidationReport, public_domains, validate_table
 
-DATA_GATES = ("residual_pii", "k_anonymity")
+DATA_GATES = ("residual_pii", "k_anonymity", "l_diversity")
 
 
 @dataclass(frozen=True)
@@ -67,6 +67,8 @@ class Verification:
 
     residual_findings: dict[str, int]
     k_measured: int
+    # Fewest distinct sensitive values in a class; None when the column is gone.
+    l_measured: int | None = None
 
     @property
     def residual_total(self) -> int:
@@ -94,6 +96,8 @@ def engine_for(config: PipelineConfig) -> PiiEngine:
         spacy_model=config.pii.spacy_model,
         language=config.pii.language,
         score_threshold=config.pii.score_threshold,
+        ner_scope=config.pii.ner_scope,
+        processes=config.pii.processes,
     )
 
 
@@ -175,6 +179,7 @@ def anonymize_frame(frame: pd.DataFrame, report: ScanReport, config: PipelineCon
         redact_entities=config.pii.entities,
         redact_score_threshold=config.pii.redact_score_threshold,
         key=anon.load_pseudonym_key(config.anonymization.pseudonym_key_env),
+        target=config.data.target,
     )
     return Anonymized(anonymized, result)
 
@@ -207,13 +212,17 @@ def verify(anonymized: Anonymized, config: PipelineConfig, policy: PrivacyPolicy
     )
     # The analysis cache holds raw texts; a long-lived worker must not keep them.
     engine.clear_cache()
-    return Verification(findings, measure_k(frame, quasi))
+    sensitive = policy.sensitive_attribute or config.data.target
+    l_measured = measure_l_diversity(frame, quasi, sensitive) if sensitive in frame else None
+    return Verification(findings, measure_k(frame, quasi), l_measured)
 
 
 def data_evidence(verification: Verification) -> Evidence:
     """Return the evidence the data gates judge."""
     return Evidence(
-        residual_pii_findings=verification.residual_total, k_achieved=verification.k_measured
+        residual_pii_findings=verification.residual_total,
+        k_achieved=verification.k_measured,
+        l_achieved=verification.l_measured,
     )
 
 
@@ -509,6 +518,7 @@ def judge(
     evidence = Evidence(
         residual_pii_findings=verification.residual_total,
         k_achieved=verification.k_measured,
+        l_achieved=verification.l_measured,
         epsilon=dp.epsilon_spent,  # the larger of the two accountants
         delta=dp.delta,
         n_train=trained.model.n_train,
@@ -716,6 +726,7 @@ def model_card_facts(
             ],
             "k_target": kanon.k_target,
             "k_achieved": evidence.verification.k_measured,
+            "l_achieved": evidence.verification.l_measured,
             "suppressed_rows": kanon.suppressed_rows,
             "information_loss": kanon.information_loss,
             "levels": kanon.level_labels,

@@ -197,3 +197,14 @@ def test_when_two_first_runs_race_then_both_get_the_same_complete_key(
     assert len(set(keys)) == 1
     assert len(keys[0]) == 32
     assert sorted(p.name for p in (tmp_path / "keys").iterdir()) == ["pseudonym.key"]
+
+
+@pytest.mark.parametrize("key", [b"k" * 16, bytes(range(64)), b"long key " * 20])
+def test_when_a_value_is_pseudonymized_then_the_mac_is_hmac_sha256(key: bytes) -> None:
+    import hmac
+
+    from privgate.anonymize import HmacSha256
+
+    mac = HmacSha256(key)
+    for message in (b"", b"123-45-6789", "ｊａｎｅ@example.org".encode()):
+        assert mac.hexdigest(message) == hmac.digest(key, message, "sha256").hex()

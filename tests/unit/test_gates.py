@@ -142,7 +142,8 @@ def test_when_the_control_shows_no_signal_then_the_audit_is_inconclusive_not_pas
 
 
 def test_when_evidence_is_missing_then_the_gate_fails_closed() -> None:
-    report = run_gates(Evidence(), POLICY)
+    # min_l 2: l-diversity required, so that every gate has something to judge.
+    report = run_gates(Evidence(), POLICY.model_copy(update={"min_l": 2}))
 
     assert not report.passed
     assert len(report.failed) == len(gate_names())
@@ -187,3 +188,24 @@ def test_when_gates_fail_then_the_message_names_each_with_value_and_threshold() 
     assert "privacy_budget FAILED: 4.5, must be <= 3" in message
     assert "utility FAILED: 0.7, must be >= 0.8" in message
     assert "| `privacy_budget` | ❌ failed | 4.5 |" in report.to_markdown()
+
+
+@pytest.mark.parametrize(
+    ("l_achieved", "passed"), [(3, True), (2, True), (1, False), (None, False)]
+)
+def test_when_the_policy_asks_for_l_diversity_then_the_gate_judges_the_smallest_class(
+    l_achieved: int | None, passed: bool
+) -> None:
+    policy = POLICY.model_copy(update={"min_l": 2})
+
+    result = run_gate("l_diversity", _with(l_achieved=l_achieved), policy)
+
+    assert result.passed is passed
+    assert result.threshold == 2.0
+
+
+def test_when_the_policy_asks_for_no_l_diversity_then_the_gate_passes_even_unmeasured() -> None:
+    result = run_gate("l_diversity", _with(l_achieved=None), POLICY)
+
+    assert result.passed
+    assert "not required" in result.details
