@@ -142,6 +142,21 @@ def _normalize(value: str, entity: str | None) -> str:
     return text
 
 
+def _normalize_all(values: pd.Series, entity: str | None) -> pd.Series:
+    """`_normalize` on every value, vectorized (the same strings, value for value)."""
+    text = values.astype(object)
+    wide = ~text.str.isascii()
+    if wide.any():
+        text = text.copy()
+        text[wide] = text[wide].map(lambda v: unicodedata.normalize("NFKC", v))
+    text = text.str.strip().str.casefold()
+    if entity in _DIGIT_ENTITIES:
+        # `[\W_]` is exactly what str.isalnum() rejects.
+        kept = text.str.replace(r"[\W_]+", "", regex=True)
+        text = kept.where(kept != "", text)
+    return text
+
+
 class HmacSha256:
     """HMAC-SHA256 (RFC 2104) under one key, for millions of short messages.
 
@@ -173,8 +188,9 @@ def pseudonymize(column: pd.Series, *, key: bytes, entity: str | None) -> pd.Ser
     present = column.notna()
     codes, values = pd.factorize(column[present].astype(str))
     mac = HmacSha256(key)
+    normalized = _normalize_all(pd.Series(values, dtype=object), entity)
     tokens = np.array(
-        ["tok_" + mac.hexdigest(_normalize(value, entity).encode())[:20] for value in values],
+        ["tok_" + mac.hexdigest(value.encode())[:20] for value in normalized.tolist()],
         dtype=object,
     )
     out = column.astype(object).copy()

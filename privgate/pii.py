@@ -69,6 +69,7 @@ _QUASI_WORDS = frozenset(
 # Below this many distinct texts, starting worker processes costs more than it saves.
 _PARALLEL_MIN_TEXTS = 2_000
 _PARALLEL_CHUNK = 500
+_PHONE_RUNS_KEPT = 200_000  # digit runs remembered between analyses, at most
 _NER_REACH = 1  # words of context on each side of a capitalized word
 _WHITESPACE_WORD = re.compile(r"\S+")
 # A capitalized word: a capital, then letters (one lowercase at least), no digit glued on.
@@ -238,6 +239,8 @@ class PiiEngine:
             "processes": 1,
         }
         self._executor: ProcessPoolExecutor | None = None
+        # Digit runs PhoneRecognizer already read, and what it found in them.
+        self._phone_runs: dict[str, list[Any]] = {}
         self.language = language
         self.score_threshold = score_threshold
         self.supported_entities = frozenset(self._analyzer.get_supported_entities(language))
@@ -375,6 +378,8 @@ class PiiEngine:
         """
         from presidio_analyzer import EntityRecognizer, RecognizerResult
 
+        if len(self._phone_runs) > _PHONE_RUNS_KEPT:
+            self._phone_runs.clear()
         normalized = [normalize_for_detection(t) for t in texts]
         cleaned = [clean for clean, _ in normalized]
         named = self.named_entities(cleaned) if wanted & NER_ENTITIES else [[] for _ in cleaned]
@@ -394,7 +399,9 @@ class PiiEngine:
             raw: list[Any] = []
             for recognizer in active:
                 if recognizer.name == "PhoneRecognizer":
-                    found = find_phones(recognizer, clean, requested, covered=raw)
+                    found = find_phones(
+                        recognizer, clean, requested, covered=raw, cache=self._phone_runs
+                    )
                 else:
                     found = recognizer.analyze(
                         text=clean, entities=requested, nlp_artifacts=artifacts
@@ -478,9 +485,23 @@ class PiiEngine:
                 )
         return found
 
+    def reads_names(self, text: str, entities: Collection[str]) -> bool:
+        """Return whether spaCy's NER reads any of `text` when looking for `entities`."""
+        if not frozenset(entities) & NER_ENTITIES:
+            return False
+        return self.ner_scope == "all" or bool(
+            name_windows(normalize_for_detection(text)[0], self._lexicon)
+        )
+
     def clear_cache(self) -> None:
-        """Forget analyzed texts (they are raw data held in memory only)."""
+        """Forget analyzed texts (raw data held in memory only), workers' copies included.
+
+        The worker processes hold the digit runs they read; they are stopped, and the
+        next large batch starts new ones.
+        """
         self._cache.clear()
+        self._phone_runs.clear()
+        self.close()
 
 
 _WORKER_ENGINE: PiiEngine | None = None
@@ -824,8 +845,13 @@ def redact_texts(
     """Replace every detected entity in each text with a typed placeholder (`<PERSON>`).
 
     spaCy's NER depends on context: once a neighbour is replaced, a name it missed can
-    surface. Texts that changed are therefore analyzed again until a pass finds
-    nothing new (at most `max_passes`); the residual-PII gate checks the result.
+    surface; and a value that scored under the threshold can reach it once a replaced
+    span brings a context word within five words. Texts that changed are therefore
+    analyzed again, until a pass finds nothing new (at most `max_passes`), if one of
+    those can happen: NER reads a window of the text, or a finding scored under the
+    threshold. Otherwise another pass provably finds what this one did, minus what it
+    replaced: placeholders hold no digits, no lowercase, nothing a pattern matches.
+    The residual-PII gate checks the result.
     """
     from presidio_anonymizer import AnonymizerEngine
     from presidio_anonymizer.entities import RecognizerResult as Found
@@ -840,8 +866,11 @@ def redact_texts(
             break
         current = [final[text] for text in pending]
         spans = engine.analyze(current, entities=entities, score_threshold=score_threshold)
+        # Every finding at any score: the analysis is cached, so this costs no analysis.
+        weak = engine.analyze(current, entities=entities, score_threshold=0.0)
         changed = []
-        for original, text, found in zip(pending, current, spans, strict=True):
+        for original, text, found, every in zip(pending, current, spans, weak, strict=True):
+            below_threshold = len(every) > len(found)
             # A placeholder from an earlier pass is not a new finding (spaCy may read
             # `PHONE_NUMBER` as a name at a low threshold).
             placed = [m.span() for m in _PLACEHOLDER.finditer(text)]
@@ -851,7 +880,8 @@ def redact_texts(
             # Presidio's anonymizer resolves overlapping spans (keeps the higher score).
             results = [Found(entity_type=e, start=a, end=b, score=1.0) for a, b, e in found]
             final[original] = anonymizer.anonymize(text=text, analyzer_results=results).text
-            changed.append(original)
+            if below_threshold or engine.reads_names(final[original], entities):
+                changed.append(original)
         pending = changed
     out = texts.astype(object).copy()
     out[present] = cells.map(final)

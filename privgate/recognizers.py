@@ -17,6 +17,7 @@ skipping changes no finding.
 
 from __future__ import annotations
 
+import copy
 import re
 from typing import Any
 
@@ -260,7 +261,12 @@ _DIGIT_SPAN = re.compile(r"\d(?:.*\d)?", re.DOTALL)
 
 
 def find_phones(
-    recognizer: EntityRecognizer, text: str, entities: list[str], *, covered: list[Any]
+    recognizer: EntityRecognizer,
+    text: str,
+    entities: list[str],
+    *,
+    covered: list[Any],
+    cache: dict[str, list[Any]],
 ) -> list[Any]:
     """Run Presidio's PhoneRecognizer on the digit runs of `text`, not all of it.
 
@@ -268,7 +274,10 @@ def find_phones(
     and codes included; the runs that could hold a kept phone (seven digits or more,
     `_plausible` in `pii`) are all it needs to see. A run whose digits lie inside a
     finding of another recognizer (`covered`: an SSN, a card, an IBAN, a date) is not
-    parsed again: it is reported, and redacted, already. Offsets are shifted back.
+    parsed again: it is reported, and redacted, already. A run's results are kept in
+    `cache` (redaction analyzes a text again once its neighbours are replaced) and
+    copied out, since context enhancement changes results in place. Offsets are
+    shifted back.
     """
     spans = [(r.start, r.end) for r in covered]
     found = []
@@ -277,7 +286,11 @@ def find_phones(
         first, last = run.start() + digits.start(), run.start() + digits.end()
         if any(a <= first and last <= b for a, b in spans):
             continue
-        for result in recognizer.analyze(run.group(), entities, None) or ():
+        key = run.group()
+        if key not in cache:
+            cache[key] = list(recognizer.analyze(key, entities, None) or ())
+        for cached in cache[key]:
+            result = copy.deepcopy(cached)
             result.start += run.start()
             result.end += run.start()
             found.append(result)

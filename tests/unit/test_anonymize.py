@@ -208,3 +208,29 @@ def test_when_a_value_is_pseudonymized_then_the_mac_is_hmac_sha256(key: bytes) -
     mac = HmacSha256(key)
     for message in (b"", b"123-45-6789", "ｊａｎｅ@example.org".encode()):
         assert mac.hexdigest(message) == hmac.digest(key, message, "sha256").hex()
+
+
+@pytest.mark.parametrize("entity", ["US_SSN", "EMAIL_ADDRESS", None])
+def test_when_values_are_normalized_together_then_each_equals_its_own_normalization(
+    entity: str | None,
+) -> None:
+    from privgate.anonymize import _normalize, _normalize_all
+
+    values = pd.Series(
+        [
+            " 123-45-6789 ",
+            "１２３ ４５ ６７８９",
+            "123\u200b45\u200b6789",
+            "Jane.Doe+rx@Example.org",
+            "ｊａｎｅ＠example.org",
+            "STRASSE",
+            "Straße",
+            "---",
+            "a_b",
+            "Ⅻ-٣٤",
+        ]
+    )
+
+    together = _normalize_all(values, entity).tolist()
+
+    assert together == [_normalize(v, entity) for v in values]
