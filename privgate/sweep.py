@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 from pydantic import Field, field_validator
 
 from audits.gates import json_number
-from privgate.config import _Model
+from privgate.config import PipelineConfig, _Model
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -117,6 +117,22 @@ class SweepConfig(_Model):
         """
         targets = [p.target_epsilon for p in self.points() if p.target_epsilon is not None]
         return math.fsum(targets), target_delta * len(targets)
+
+
+def point_config(config: PipelineConfig, point: GridPoint) -> PipelineConfig:
+    """Return `config` set to `point`: its k, its target epsilon (None: DP off), its clip.
+
+    Re-validated as a whole, so a point can never produce a config a run would refuse.
+    """
+    raw = config.model_dump(mode="json")
+    raw["anonymization"]["k"] = point.k
+    dp = raw["training"]["dp"]
+    dp["enabled"] = point.target_epsilon is not None
+    if point.target_epsilon is not None:
+        dp["target_epsilon"] = point.target_epsilon
+    if point.max_grad_norm is not None:
+        dp["max_grad_norm"] = point.max_grad_norm
+    return PipelineConfig.model_validate(raw)
 
 
 # --------------------------------------------------------------------------- results

@@ -337,3 +337,19 @@ def test_when_plotted_then_three_pngs_are_written(
         assert path.parent == directory
         assert path.stat().st_size > 1000
         assert path.read_bytes()[:8] == PNG_SIGNATURE
+
+
+def test_when_a_point_is_applied_then_the_config_carries_its_k_epsilon_and_clip() -> None:
+    from privgate.config import load_config
+    from privgate.sweep import point_config
+
+    base = load_config(None, [])
+
+    private = point_config(base, GridPoint(target_epsilon=0.5, k=25, max_grad_norm=2.0))
+    public = point_config(base, GridPoint(target_epsilon=None, k=2))
+
+    assert (private.anonymization.k, private.training.dp.target_epsilon) == (25, 0.5)
+    assert (private.training.dp.enabled, private.training.dp.max_grad_norm) == (True, 2.0)
+    assert (public.anonymization.k, public.training.dp.enabled) == (2, False)
+    assert public.training.dp.max_grad_norm == base.training.dp.max_grad_norm
+    assert base.anonymization.k == load_config(None, []).anonymization.k  # base untouched
