@@ -16,7 +16,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from privgate.errors import PrivgateError
+from privgate.errors import ConfigError, PrivgateError
 from privgate.home import configure_state_environment, privgate_home
 
 EXIT_OK, EXIT_ERROR, EXIT_BLOCKED = 0, 1, 2
@@ -35,6 +35,26 @@ def _at_least_two(text: str) -> int:
     if value < 2:
         raise argparse.ArgumentTypeError(f"expected a whole number >= 2, got {text!r}")
     return value
+
+
+def _epsilons(text: str) -> list[float | None]:
+    values: list[float | None] = []
+    for part in text.split(","):
+        part = part.strip().lower()
+        try:
+            values.append(None if part == "none" else float(part))
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected numbers or `none`, comma-separated; got {part!r}"
+            ) from None
+    return values
+
+
+def _whole_numbers(text: str) -> list[int]:
+    parts = [part.strip() for part in text.split(",")]
+    if not all(part.isdigit() for part in parts):
+        raise argparse.ArgumentTypeError(f"expected whole numbers, comma-separated; got {text!r}")
+    return [int(part) for part in parts]
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -58,6 +78,37 @@ def _build_parser() -> argparse.ArgumentParser:
         type=Path,
         help="privacy policy YAML (default: $PRIVGATE_POLICY, else configs/policy.yaml)",
     )
+
+    sweep = commands.add_parser(
+        "sweep", help="run the privacy-utility sweep: the pipeline over epsilon x k"
+    )
+    sweep.add_argument(
+        "--config", type=Path, help="pipeline config YAML (default: configs/demo.yaml)"
+    )
+    sweep.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="dotted.key=value",
+        help="override a config value for every point (repeatable)",
+    )
+    sweep.add_argument(
+        "--epsilons",
+        type=_epsilons,
+        help="target epsilons, comma-separated; `none` is the non-private baseline "
+        "(default: 0.5,1,2,none)",
+    )
+    sweep.add_argument(
+        "--ks", type=_whole_numbers, help="k values, comma-separated (default: 5,10)"
+    )
+    sweep.add_argument("--workers", type=int, help="points run in parallel (default: 2)")
+    sweep.add_argument(
+        "--policy",
+        type=Path,
+        help="privacy policy YAML (default: $PRIVGATE_POLICY, else configs/policy.yaml)",
+    )
+    sweep.add_argument("--json", action="store_true", help="print the sweep summary as JSON")
     run.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
     demo = commands.add_parser("demo-data", help="write the enriched Adult demo tables")
@@ -137,6 +188,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "run":
             return _run(args)
+        if args.command == "sweep":
+            return _sweep(args)
         if args.command == "demo-data":
             return _demo_data(args)
         if args.command == "audit":
@@ -191,6 +244,46 @@ def _run(args: argparse.Namespace) -> int:
     else:
         _print_run(data, state.message or "")
     return EXIT_OK if data["promoted"] else EXIT_BLOCKED
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from privgate.config import load_config, load_policy
+    from privgate.sweep import SweepConfig
+
+    config = load_config(args.config, args.overrides)
+    grid = {
+        key: value
+        for key, value in (("epsilons", args.epsilons), ("ks", args.ks), ("workers", args.workers))
+        if value is not None
+    }
+    try:
+        sweep = SweepConfig.model_validate(grid)
+    except ValueError as exc:  # pydantic's message names the option and the rule
+        raise ConfigError(f"sweep grid: {exc}") from None
+    if args.policy is not None:
+        os.environ["PRIVGATE_POLICY"] = str(args.policy.resolve())
+    load_policy()
+    with _stdout_to_stderr():
+        from prefect.task_runners import ThreadPoolTaskRunner
+
+        from flows.privacy_utility_sweep import privacy_utility_sweep
+
+        flow = privacy_utility_sweep.with_options(
+            task_runner=ThreadPoolTaskRunner(max_workers=sweep.workers)
+        )
+        state = flow(config=config, sweep=sweep, return_state=True)
+        data = state.result(raise_on_failure=False)
+    if not isinstance(data, dict):
+        _fail(state.message or "the flow run crashed", as_json=args.json)
+        return EXIT_ERROR
+    if "error" in data:
+        _fail(data["error"], as_json=args.json)
+        return EXIT_BLOCKED
+    if args.json:
+        print(json.dumps(data, sort_keys=True))
+    else:
+        print(state.message or "")
+    return EXIT_OK if data.get("promoted") else EXIT_BLOCKED
 
 
 @contextlib.contextmanager

@@ -239,6 +239,7 @@ class PiiEngine:
             "processes": 1,
         }
         self._executor: ProcessPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
         # Digit runs PhoneRecognizer already read, and what it found in them.
         self._phone_runs: dict[str, list[Any]] = {}
         self.language = language
@@ -284,18 +285,22 @@ class PiiEngine:
                 f"no recognizer finds {unknown} (pii.entities and the policy's "
                 f"residual_pii_entities); known: {sorted(self.supported_entities)}"
             )
-        todo = list(dict.fromkeys(t for t in texts if (t, wanted, ctx) not in self._cache))
+        # This call's answers are kept here, not read back from the shared cache: another
+        # thread (a parallel sweep point) may clear it at any moment.
+        known: dict[str, tuple[tuple[int, int, str, float], ...]] = {}
+        for text in texts:
+            cached = self._cache.get((text, wanted, ctx))
+            if cached is not None:
+                known[text] = cached
+        todo = list(dict.fromkeys(t for t in texts if t not in known))
         if todo:
             # Presidio's score_threshold only filters its final results, so analyzing at 0
             # and filtering per call gives the same answers, and scan (0.5), redaction
             # (0.3) and re-scan (0.4) share one analysis of each text.
             for text, found in zip(todo, self._analyze_distinct(todo, wanted, ctx), strict=True):
-                self._cache[(text, wanted, ctx)] = found
+                known[text] = self._cache[(text, wanted, ctx)] = found
         return [
-            tuple(
-                (a, b, e) for a, b, e, score in self._cache[(t, wanted, ctx)] if score >= threshold
-            )
-            for t in texts
+            tuple((a, b, e) for a, b, e, score in known[t] if score >= threshold) for t in texts
         ]
 
     def candidates(self, values: pd.Series, entities: Collection[str]) -> npt.NDArray[np.bool_]:
@@ -332,8 +337,11 @@ class PiiEngine:
             yield from self._analyze_new(texts, wanted, context)
             return
         chunks = [texts[i : i + _PARALLEL_CHUNK] for i in range(0, len(texts), _PARALLEL_CHUNK)]
-        pool = self._pool()
-        for part in pool.map(_analyze_chunk, chunks, repeat(wanted), repeat(context)):
+        # Held while the workers run: `close` (from another thread) waits for them.
+        with self._pool_lock:
+            pool = self._pool()
+            parts = list(pool.map(_analyze_chunk, chunks, repeat(wanted), repeat(context)))
+        for part in parts:
             yield from part
 
     def _pool(self) -> ProcessPoolExecutor:
@@ -362,9 +370,10 @@ class PiiEngine:
 
     def close(self) -> None:
         """Stop the worker processes, if any (they also stop when this process exits)."""
-        if self._executor is not None:
-            self._executor.shutdown(cancel_futures=True)
-            self._executor = None
+        with self._pool_lock:
+            if self._executor is not None:
+                self._executor.shutdown(cancel_futures=True)
+                self._executor = None
 
     def _analyze_new(
         self, texts: list[str], wanted: frozenset[str], context: tuple[str, ...]

@@ -287,9 +287,11 @@ def find_phones(
         if any(a <= first and last <= b for a, b in spans):
             continue
         key = run.group()
-        if key not in cache:
-            cache[key] = list(recognizer.analyze(key, entities, None) or ())
-        for cached in cache[key]:
+        # One lookup: another thread may clear the cache between two.
+        results = cache.get(key)
+        if results is None:
+            results = cache[key] = list(recognizer.analyze(key, entities, None) or ())
+        for cached in results:
             result = copy.deepcopy(cached)
             result.start += run.start()
             result.end += run.start()

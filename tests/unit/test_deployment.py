@@ -35,3 +35,20 @@ def test_when_the_ui_renders_the_form_then_fields_have_help_and_choices_are_drop
     assert "Opacus" in dp["target_epsilon"]["description"]
     assert definitions["TrainingConfig"]["properties"]["model"]["enum"] == ["logistic", "mlp"]
     assert schema["required"] == ["config"]
+
+
+def test_when_the_sweep_is_deployed_then_its_entrypoint_and_grid_form_resolve() -> None:
+    from flows.privacy_utility_sweep import privacy_utility_sweep
+
+    spec = yaml.safe_load((ROOT / "prefect.yaml").read_text())
+    entrypoints = {d["name"]: d["entrypoint"] for d in spec["deployments"]}
+    path, name = entrypoints["privacy-utility-sweep"].split(":")
+    schema = parameter_schema(privacy_utility_sweep.fn).model_dump()
+
+    assert (ROOT / path).is_file()
+    assert privacy_utility_sweep.fn.__name__ == name
+    assert privacy_utility_sweep.name == "privacy-utility-sweep"
+    assert schema["required"] == ["config"]
+    grid = schema["definitions"]["SweepConfig"]["properties"]
+    assert {"epsilons", "ks", "workers"} <= set(grid)
+    assert all(field.get("description") for field in grid.values())

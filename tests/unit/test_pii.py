@@ -172,3 +172,44 @@ def test_when_text_is_normalized_then_offsets_map_back_onto_the_original() -> No
     start, end = clean.index("371"), clean.index(" ok")
     assert original[origin[start] : origin[end - 1] + 1] == f"３７１-44{ZWSP}-7731"
     assert normalize_for_detection("plain ascii") == ("plain ascii", None)
+
+
+def test_when_threads_analyze_while_another_clears_the_cache_then_answers_stay_whole(
+    pii_engine: PiiEngine,
+) -> None:
+    # A parallel sweep: each point's verify clears the shared engine's cache when done.
+    import threading
+
+    texts = [f"Phone (617) 555-{1000 + i:04d}, or mail user{i}@example.com." for i in range(60)]
+    expected = pii_engine.analyze(texts, entities=["PHONE_NUMBER", "EMAIL_ADDRESS"])
+    answers: list[list[tuple]] = []
+    failures: list[BaseException] = []
+    stop = threading.Event()
+
+    def analyze() -> None:
+        try:
+            for _ in range(15):
+                answers.append(
+                    pii_engine.analyze(texts, entities=["PHONE_NUMBER", "EMAIL_ADDRESS"])
+                )
+        except BaseException as exc:
+            failures.append(exc)
+
+    def clear() -> None:
+        while not stop.is_set():
+            pii_engine.clear_cache()
+
+    clearer = threading.Thread(target=clear)
+    workers = [threading.Thread(target=analyze) for _ in range(2)]
+    clearer.start()
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    stop.set()
+    clearer.join()
+
+    assert failures == []
+    assert len(answers) == 30
+    assert all(answer == expected for answer in answers)
+    assert all(len(spans) == 2 for spans in expected)

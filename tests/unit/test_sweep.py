@@ -100,11 +100,11 @@ def test_when_clipping_norms_are_swept_then_the_baseline_runs_once_per_k() -> No
     assert labels == ["eps=1 k=5 C=0.5", "eps=1 k=5 C=1.0", "non-private k=5"]
 
 
-def test_when_defaults_are_used_then_grid_holds_twenty_dp_points_and_four_baselines() -> None:
+def test_when_defaults_are_used_then_grid_holds_six_dp_points_and_two_baselines() -> None:
     points = SweepConfig().points()
 
-    assert len(points) == 24
-    assert sum(p.target_epsilon is None for p in points) == 4
+    assert len(points) == 8
+    assert sum(p.target_epsilon is None for p in points) == 2
     assert SweepConfig().workers == 2
 
 
@@ -113,8 +113,19 @@ def test_when_grid_is_planned_then_charge_sums_every_dp_target() -> None:
 
     epsilon, delta = config.planned_charge(1e-5)
 
-    assert epsilon == pytest.approx(4 * (0.5 + 1 + 2 + 4 + 8))
-    assert delta == pytest.approx(20 * 1e-5)
+    assert epsilon == pytest.approx(2 * (0.5 + 1 + 2))
+    assert delta == pytest.approx(6 * 1e-5)
+
+
+def test_when_the_default_grid_is_planned_then_it_fits_the_demo_policys_lifetime_budget() -> None:
+    from privgate.config import load_policy
+
+    policy = load_policy(Path(__file__).resolve().parents[2] / "configs" / "policy.yaml")
+
+    epsilon, delta = SweepConfig().planned_charge(policy.max_delta)
+
+    assert epsilon <= policy.lifetime_epsilon
+    assert delta <= policy.lifetime_delta
 
 
 @pytest.mark.parametrize(
