@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.privgate-installed
 
-.PHONY: help install run test test-fast lint bench bench-orchestration bench-dp bench-audit bench-pii bench-kanon clean-state
+.PHONY: help install run test test-fast lint bench bench-orchestration bench-dp bench-audit bench-pii bench-kanon bench-sweep clean-state
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -35,7 +35,7 @@ test-fast: $(STAMP) ## run the tests but the end-to-end ones
 lint: $(STAMP) ## ruff lint and format check
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
-bench: bench-orchestration bench-dp bench-audit bench-pii bench-kanon ## all benchmarks
+bench: bench-orchestration bench-dp bench-audit bench-pii bench-kanon bench-sweep ## all benchmarks
 
 bench-orchestration: $(STAMP) ## Prefect + MLflow overhead over plain stage calls
 	$(BIN)/python benchmarks/orchestration.py
@@ -51,6 +51,9 @@ bench-pii: $(STAMP) ## PII scan, anonymize, verify at 1M rows; redaction vs naiv
 
 bench-kanon: $(STAMP) ## optimal k-anonymity search vs brute force, 8 QIs, full Adult
 	$(BIN)/python benchmarks/kanon.py
+
+bench-sweep: $(STAMP) ## privacy-utility sweep, 5 x 3 grid, parallel vs one after another
+	$(BIN)/python benchmarks/sweep.py
 
 clean-state: ## delete run state under ./.privgate (models, runs, keys, demo data)
 	rm -rf .privgate

@@ -46,7 +46,7 @@ def main() -> None:
         gates = point["gates"]
         blocked = sorted(name for name, status in gates.items() if status != "passed")
         print(
-            f"  {point['point']['label']:<18} eps_spent={_num(point['epsilon_spent'])} "
+            f"  {point['label']:<18} eps_spent={_num(point['epsilon_spent'])} "
             f"accuracy={_num(point['accuracy'])} cost={_num(point['accuracy_cost'])} "
             f"mia_auc={_num(point['mia_auc'])} tpr@1%={_num(point['mia_tpr_at_1pct_fpr'])} "
             f"eps_lb={_num(point['empirical_epsilon_lower_bound'])} "

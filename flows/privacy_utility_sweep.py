@@ -23,11 +23,12 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 from prefect.states import Completed, Failed, State
 
+from privgate import stages
 from privgate import sweep as sw
 from privgate.config import PipelineConfig, PrivacyPolicy, load_policy
 from privgate.errors import withheld
 from privgate.ledger import PrivacyLedger
-from privgate.registry import configure_mlflow
+from privgate.registry import configure_mlflow, experiment_id
 from tasks._options import IN_MEMORY
 from tasks.data import ingest_tables, validate_raw_table
 from tasks.privacy import scan_pii
@@ -49,11 +50,15 @@ def privacy_utility_sweep(
     if refusal:
         return Failed(message=f"sweep refused: {refusal}", data={"error": refusal})
     scan = scan_pii(tables, config)
-    futures = [
-        run_sweep_point.submit(tables, validation, scan, config, policy, point)
-        for point in sweep.points()
-    ]
-    outcomes: list[PointOutcome] = [future.result() for future in futures]
+    try:
+        futures = [
+            run_sweep_point.submit(tables, validation, scan, config, policy, point)
+            for point in sweep.points()
+        ]
+        outcomes: list[PointOutcome] = [future.result() for future in futures]
+    finally:
+        # The points shared the engine's analysis cache (raw texts): forget it now.
+        stages.engine_for(config).clear_cache()
     results = [o.result for o in outcomes]
     choice = sw.choose(results)
     summary = report_sweep(results, choice, config)
@@ -109,9 +114,11 @@ def report_sweep(
     summary = sw.to_dict(results, choice)
     with withheld("report-sweep"):
         configure_mlflow()
-        mlflow.set_experiment(config.registry.experiment)
         with (
-            mlflow.start_run(run_name=f"sweep-{flow_run.id}") as run,
+            mlflow.start_run(
+                experiment_id=experiment_id(config.registry.experiment),
+                run_name=f"sweep-{flow_run.id}",
+            ) as run,
             tempfile.TemporaryDirectory() as tmp,
         ):
             mlflow.set_tags({"privgate.kind": "sweep", "privgate.sweep.flow_run": str(flow_run.id)})

@@ -59,7 +59,8 @@ def configure_mlflow() -> str:
     return uri
 
 
-def _experiment_id(name: str) -> str:
+def experiment_id(name: str) -> str:
+    """Return the id of experiment `name`, creating it (artifacts under PRIVGATE_HOME)."""
     import mlflow
 
     experiment = mlflow.get_experiment_by_name(name)
@@ -173,7 +174,7 @@ def _log_run(
     from privgate import serving
 
     client = MlflowClient()
-    with mlflow.start_run(experiment_id=_experiment_id(experiment)) as run:
+    with mlflow.start_run(experiment_id=experiment_id(experiment)) as run:
         run_id = run.info.run_id
         mlflow.log_params(dict(params))
         now = int(time.time() * 1000)

@@ -184,11 +184,19 @@ def anonymize_frame(frame: pd.DataFrame, report: ScanReport, config: PipelineCon
     return Anonymized(anonymized, result)
 
 
-def verify(anonymized: Anonymized, config: PipelineConfig, policy: PrivacyPolicy) -> Verification:
+def verify(
+    anonymized: Anonymized,
+    config: PipelineConfig,
+    policy: PrivacyPolicy,
+    *,
+    keep_cache: bool = False,
+) -> Verification:
     """Re-scan every remaining cell for the policy's entities and re-measure k.
 
     k is measured over the policy's quasi-identifiers wherever they remain, not over the
     ones the config chose to generalize: a config cannot shrink what k is judged on.
+    The engine then forgets the texts it analyzed, unless `keep_cache` (a sweep's
+    points share one table's texts, and the sweep clears the cache when it ends).
     """
     frame = anonymized.frame
     quasi = [c for c in policy.quasi_identifiers if c in frame.columns]
@@ -211,7 +219,8 @@ def verify(anonymized: Anonymized, config: PipelineConfig, policy: PrivacyPolicy
         free_text_min_words=config.pii.free_text_min_words,
     )
     # The analysis cache holds raw texts; a long-lived worker must not keep them.
-    engine.clear_cache()
+    if not keep_cache:
+        engine.clear_cache()
     sensitive = policy.sensitive_attribute or config.data.target
     l_measured = measure_l_diversity(frame, quasi, sensitive) if sensitive in frame else None
     return Verification(findings, measure_k(frame, quasi), l_measured)

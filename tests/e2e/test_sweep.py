@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from privgate.demo_data import write_demo_data
@@ -40,10 +41,19 @@ def _privgate(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+CANARY_NAME = "Quorvath Zelbrandt"
+CANARY_SSN = "371-44-7731"
+
+
 @pytest.fixture(scope="module")
 def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     home = tmp_path_factory.mktemp("privgate-sweep-home")
-    write_demo_data(home / "demo", rows=ROWS)
+    train, _ = write_demo_data(home / "demo", rows=ROWS)
+    frame = pd.read_csv(train, dtype=str, keep_default_na=False)
+    for row in range(10, 14):
+        frame.loc[row, ["full_name", "ssn"]] = [CANARY_NAME, CANARY_SSN]
+        frame.loc[row, "notes"] = f"Spoke with {CANARY_NAME} about the claim, SSN {CANARY_SSN}."
+    frame.to_csv(train, index=False)
     return home
 
 
@@ -54,7 +64,7 @@ def test_when_a_grid_is_swept_then_the_best_passing_point_is_promoted_and_report
 
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads(done.stdout)
-    assert [p["point"]["label"] for p in summary["points"]] == ["eps=3 k=5", "non-private k=5"]
+    assert [p["label"] for p in summary["points"]] == ["eps=3 k=5", "non-private k=5"]
     assert summary["chosen"] == "eps=3 k=5"
     assert summary["promoted"] is True
     assert summary["version"] == "1"
@@ -63,9 +73,12 @@ def test_when_a_grid_is_swept_then_the_best_passing_point_is_promoted_and_report
     assert public["gates"]["privacy_budget"] == "failed"
     assert 0 < private["epsilon_spent"] <= 3.0
     assert summary["ledger_charge"]["epsilon"] == pytest.approx(private["epsilon_spent"])
-    written = {p.name for p in home.rglob("*") if p.is_file()}
-    assert {"sweep.md", "sweep.json", "accuracy_vs_epsilon.png"} <= written
-    assert {"mia_tpr_vs_epsilon.png", "pareto_front.png"} <= written
+    written = [p for p in home.rglob("*") if p.is_file() and "demo" not in p.parts]
+    assert {"sweep.md", "sweep.json", "accuracy_vs_epsilon.png"} <= {p.name for p in written}
+    assert {"mia_tpr_vs_epsilon.png", "pareto_front.png"} <= {p.name for p in written}
+    for needle in ("Quorvath", "Zelbrandt", CANARY_SSN):
+        assert needle not in done.stdout + done.stderr
+        assert not [p.name for p in written if needle.encode() in p.read_bytes()]
 
 
 def test_when_the_grid_would_overspend_the_budget_then_nothing_trains(

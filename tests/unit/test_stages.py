@@ -91,3 +91,20 @@ def test_when_a_retry_would_overspend_the_lifetime_budget_then_it_is_refused_bef
     balance = PrivacyLedger().balance(dataset_sha256="ab" * 32, privacy_unit="record")
     assert balance.entries == 1
     assert 2.9 < balance.spent_epsilon <= 3.0
+
+
+@pytest.mark.parametrize(("keep_cache", "remembered"), [(False, False), (True, True)])
+def test_when_verify_ends_then_the_engine_forgets_raw_texts_unless_a_sweep_keeps_them(
+    keep_cache: bool, remembered: bool
+) -> None:
+    config = load_config(ROOT / "configs" / "demo.yaml")
+    policy = load_policy()
+    note = "Follow-up call scheduled, nothing else of note for this member today."
+    frame = pd.DataFrame({"notes": [note] * 3, "income": ["<=50K"] * 3})
+    engine = stages.engine_for(config)
+    engine.clear_cache()
+
+    stages.verify(_anonymized(frame), config, policy, keep_cache=keep_cache)
+
+    assert any(key[0] == note for key in engine._cache) is remembered
+    engine.clear_cache()
