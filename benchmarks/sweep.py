@@ -6,9 +6,10 @@ Runs the `privacy-utility-sweep` flow twice on the same demo table (the UCI Adul
 with synthetic identifiers), each time in a fresh state home so the ledger starts empty:
 once with one worker (the points one after another) and once with `--workers` (default
 2) in parallel. Grid: target epsilon 0.5, 1, 2, 4 and the non-private baseline, times
-k = 5, 10, 25. Its planned spend, 3 x 7.5 = epsilon 22.5, exceeds the demo policy's
-lifetime budget of 10, so the benchmark runs under a copy of the policy with a lifetime
-budget of 100 (a real sweep of this width needs that decision in the policy too).
+k = 5, 10, 25. Its planned spend, 3 x 7.5 = epsilon 22.5 and 12 x 1e-5 = delta 1.2e-4,
+exceeds the demo policy's lifetime budget (10, 1e-4), so the benchmark runs under a copy
+of the policy with a lifetime budget of 100 and 1e-3 (a real sweep of this width needs
+that decision in the policy too).
 
 Prints each run's wall time, the speed-up, every point's figures and the choice, and
 checks that both runs chose the same point.
@@ -30,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 EPSILONS: list[float | None] = [0.5, 1.0, 2.0, 4.0, None]
 KS = [5, 10, 25]
 BENCH_LIFETIME_EPSILON = 100.0
+BENCH_LIFETIME_DELTA = 1e-3  # 12 DP points x delta 1e-5
 
 
 def main() -> None:

@@ -20,6 +20,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
+from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run
 from prefect.states import Completed, Failed, State
 
@@ -51,11 +52,15 @@ def privacy_utility_sweep(
         return Failed(message=f"sweep refused: {refusal}", data={"error": refusal})
     scan = scan_pii(tables, config)
     try:
-        futures = [
-            run_sweep_point.submit(tables, validation, scan, config, policy, point)
-            for point in sweep.points()
-        ]
-        outcomes: list[PointOutcome] = [future.result() for future in futures]
+        # At most `sweep.workers` points in flight, whatever the task runner allows: each
+        # is a whole training and audit.
+        outcomes: list[PointOutcome] = []
+        running: list[PrefectFuture[PointOutcome]] = []
+        for point in sweep.points():
+            if len(running) >= sweep.workers:
+                outcomes.append(running.pop(0).result())
+            running.append(run_sweep_point.submit(tables, validation, scan, config, policy, point))
+        outcomes += [future.result() for future in running]
     finally:
         # The points shared the engine's analysis cache (raw texts): forget it now.
         stages.engine_for(config).clear_cache()

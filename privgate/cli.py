@@ -57,42 +57,38 @@ def _whole_numbers(text: str) -> list[int]:
     return [int(part) for part in parts]
 
 
-def _build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="privgate", description=__doc__.split("\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-
-    run = commands.add_parser("run", help="run the privacy-gated training flow")
-    run.add_argument(
+def _add_pipeline_options(parser: argparse.ArgumentParser, *, set_help: str) -> None:
+    """Add --config, --set and --policy, shared by the commands that run the pipeline."""
+    parser.add_argument(
         "--config", type=Path, help="pipeline config YAML (default: configs/demo.yaml)"
     )
-    run.add_argument(
+    parser.add_argument(
         "--set",
         dest="overrides",
         action="append",
         default=[],
         metavar="dotted.key=value",
-        help="override a config value, e.g. --set training.dp.enabled=false (repeatable)",
+        help=f"override a config value, {set_help} (repeatable)",
     )
-    run.add_argument(
+    parser.add_argument(
         "--policy",
         type=Path,
         help="privacy policy YAML (default: $PRIVGATE_POLICY, else configs/policy.yaml)",
     )
 
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="privgate", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = commands.add_parser("run", help="run the privacy-gated training flow")
+    _add_pipeline_options(run, set_help="e.g. --set training.dp.enabled=false")
+    run.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+
     sweep = commands.add_parser(
         "sweep", help="run the privacy-utility sweep: the pipeline over epsilon x k"
     )
-    sweep.add_argument(
-        "--config", type=Path, help="pipeline config YAML (default: configs/demo.yaml)"
-    )
-    sweep.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="dotted.key=value",
-        help="override a config value for every point (repeatable)",
-    )
+    _add_pipeline_options(sweep, set_help="for every point")
     sweep.add_argument(
         "--epsilons",
         type=_epsilons,
@@ -103,13 +99,7 @@ def _build_parser() -> argparse.ArgumentParser:
         "--ks", type=_whole_numbers, help="k values, comma-separated (default: 5,10)"
     )
     sweep.add_argument("--workers", type=int, help="points run in parallel (default: 2)")
-    sweep.add_argument(
-        "--policy",
-        type=Path,
-        help="privacy policy YAML (default: $PRIVGATE_POLICY, else configs/policy.yaml)",
-    )
     sweep.add_argument("--json", action="store_true", help="print the sweep summary as JSON")
-    run.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
     demo = commands.add_parser("demo-data", help="write the enriched Adult demo tables")
     demo.add_argument("--out", type=Path, help="folder (default: $PRIVGATE_HOME/demo)")

@@ -15,13 +15,13 @@ import json
 import os
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from privgate.demo_data import write_demo_data
+from tests.e2e.cli_runner import Run, run_cli
 
 pytestmark = pytest.mark.e2e
 
@@ -45,34 +45,6 @@ NEEDLES = ["Quorvath", "Zelbrandt", "canary7731", "555-7731", "371-44-7731", "Ca
 BAD_CATEGORY = "Zorblax-CANARY-9931"
 
 
-@dataclass(frozen=True)
-class Run:
-    """One CLI invocation."""
-
-    code: int
-    stdout: str
-    stderr: str
-
-    def json(self) -> dict:
-        return json.loads(self.stdout)
-
-
-def _privgate(home: Path, *args: str) -> Run:
-    env = {**os.environ, "PRIVGATE_HOME": str(home)}
-    for key in ("MLFLOW_TRACKING_URI", "PREFECT_API_URL", "PREFECT_HOME"):
-        env.pop(key, None)
-    done = subprocess.run(
-        [sys.executable, "-m", "privgate.cli", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    return Run(done.returncode, done.stdout, done.stderr)
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     home = tmp_path_factory.mktemp("privgate-home")
@@ -90,27 +62,25 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     broken.to_csv(bad / "train.csv", index=False)
 
     results = {
-        "promoted": _privgate(home, "run", "--json"),
-        "no_dp": _privgate(home, "run", "--json", "--set", "training.dp.enabled=false"),
-        "invalid": _privgate(
-            home, "run", "--json", "--set", f"data.train_path={bad / 'train.csv'}"
-        ),
+        "promoted": run_cli(home, "run", "--json"),
+        "no_dp": run_cli(home, "run", "--json", "--set", "training.dp.enabled=false"),
+        "invalid": run_cli(home, "run", "--json", "--set", f"data.train_path={bad / 'train.csv'}"),
     }
-    results["show"] = _privgate(home, "models", "show", "privgate-adult-income", "--json")
-    results["list"] = _privgate(home, "models", "list", "--json")
-    results["load"] = _privgate(home, "models", "load", "privgate-adult-income", "--json")
-    results["load_strict"] = _privgate(
+    results["show"] = run_cli(home, "models", "show", "privgate-adult-income", "--json")
+    results["list"] = run_cli(home, "models", "list", "--json")
+    results["load"] = run_cli(home, "models", "load", "privgate-adult-income", "--json")
+    results["load_strict"] = run_cli(
         home, "models", "load", "privgate-adult-income", "--max-epsilon", "0.5", "--json"
     )
-    results["verify"] = _privgate(home, "models", "verify", "--json")
-    results["audit"] = _privgate(home, "audit", "privgate-adult-income", "--json")
-    results["audit_missing"] = _privgate(
+    results["verify"] = run_cli(home, "models", "verify", "--json")
+    results["audit"] = run_cli(home, "audit", "privgate-adult-income", "--json")
+    results["audit_missing"] = run_cli(
         home, "audit", "privgate-adult-income", "--version", "99", "--json"
     )
     last_row = Path(test).read_text().splitlines()[-1]
     with Path(test).open("a") as table:  # one more row: the lineage no longer matches
         table.write(last_row + "\n")
-    results["audit_changed"] = _privgate(home, "audit", "privgate-adult-income", "--json")
+    results["audit_changed"] = run_cli(home, "audit", "privgate-adult-income", "--json")
     return {"home": home, "inputs": {train, test, bad / "train.csv"}, **results}
 
 

@@ -8,10 +8,6 @@ refused before anything trains.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -19,26 +15,11 @@ import pytest
 
 from privgate.demo_data import write_demo_data
 from privgate.ledger import PrivacyLedger
+from tests.e2e.cli_runner import run_cli
 
 pytestmark = pytest.mark.e2e
 
-ROOT = Path(__file__).resolve().parents[2]
 ROWS = 4000
-
-
-def _privgate(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PRIVGATE_HOME": str(home)}
-    for key in ("MLFLOW_TRACKING_URI", "PREFECT_API_URL", "PREFECT_HOME"):
-        env.pop(key, None)
-    return subprocess.run(
-        [sys.executable, "-m", "privgate.cli", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
 
 
 CANARY_NAME = "Quorvath Zelbrandt"
@@ -60,10 +41,10 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_when_a_grid_is_swept_then_the_best_passing_point_is_promoted_and_reported(
     home: Path,
 ) -> None:
-    done = _privgate(home, "sweep", "--epsilons", "3,none", "--ks", "5", "--json")
+    done = run_cli(home, "sweep", "--epsilons", "3,none", "--ks", "5", "--json")
 
-    assert done.returncode == 0, done.stderr[-3000:]
-    summary = json.loads(done.stdout)
+    assert done.code == 0, done.stderr[-3000:]
+    summary = done.json()
     assert [p["label"] for p in summary["points"]] == ["eps=3 k=5", "non-private k=5"]
     assert summary["chosen"] == "eps=3 k=5"
     assert summary["promoted"] is True
@@ -88,10 +69,10 @@ def test_when_the_grid_would_overspend_the_budget_then_nothing_trains(
     ledger = PrivacyLedger()
     before = len(ledger.entries())
 
-    done = _privgate(home, "sweep", "--epsilons", "4,8", "--ks", "5", "--json")
+    done = run_cli(home, "sweep", "--epsilons", "4,8", "--ks", "5", "--json")
 
-    assert done.returncode == 2, done.stderr[-3000:]
-    error = json.loads(done.stdout)["error"]
+    assert done.code == 2, done.stderr[-3000:]
+    error = done.json()["error"]
     assert "would spend epsilon 12" in error
     assert "lifetime" in error
     assert len(ledger.entries()) == before

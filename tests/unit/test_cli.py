@@ -142,3 +142,28 @@ def test_when_the_output_exists_then_anonymize_refuses_and_leaves_it_untouched(
     assert code == EXIT_ERROR
     assert "already exists" in json.loads(capsys.readouterr().out)["error"]
     assert existing.read_text() == "keep me\n"
+
+
+@pytest.mark.parametrize("epsilons", ["1,abc", "1,,2"])
+def test_when_sweep_epsilons_are_not_numbers_then_usage_fails_naming_the_option(
+    epsilons: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["sweep", "--epsilons", epsilons])
+
+    assert exited.value.code == EXIT_ERROR
+    assert "--epsilons" in capsys.readouterr().err
+
+
+def test_when_the_sweep_grid_repeats_a_value_then_it_exits_1_before_anything_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("PRIVGATE_HOME", str(tmp_path))
+
+    code = main(["sweep", "--epsilons", "1,1", "--ks", "5", "--json"])
+
+    out = capsys.readouterr()
+    assert code == EXIT_ERROR
+    assert "sweep grid" in json.loads(out.out)["error"]
+    assert "repeated" in json.loads(out.out)["error"]
+    assert not (tmp_path / "ledger.sqlite3").exists()
