@@ -89,7 +89,10 @@ def run(rows: int | None, *, workers: int) -> dict[str, Any]:
     logging.getLogger("prefect").setLevel(logging.WARNING)
     write_demo_data(home / "demo", rows=rows)
     os.environ.pop("PRIVGATE_POLICY", None)
-    policy = load_policy().model_dump(mode="json") | {"lifetime_epsilon": BENCH_LIFETIME_EPSILON}
+    policy = load_policy().model_dump(mode="json") | {
+        "lifetime_epsilon": BENCH_LIFETIME_EPSILON,
+        "lifetime_delta": BENCH_LIFETIME_DELTA,
+    }
     policy_path = home / "benchmark-policy.yaml"
     policy_path.write_text(yaml.safe_dump(policy))
     os.environ["PRIVGATE_POLICY"] = str(policy_path)
