@@ -79,9 +79,8 @@ def run(rows: int | None, *, workers: int) -> dict[str, Any]:
     import logging
 
     import yaml
-    from prefect.task_runners import ThreadPoolTaskRunner
 
-    from flows.privacy_utility_sweep import privacy_utility_sweep
+    from flows.privacy_utility_sweep import run_sweep
     from privgate.config import load_config, load_policy
     from privgate.demo_data import write_demo_data
     from privgate.sweep import SweepConfig
@@ -98,9 +97,8 @@ def run(rows: int | None, *, workers: int) -> dict[str, Any]:
     os.environ["PRIVGATE_POLICY"] = str(policy_path)
     config = load_config(ROOT / "configs" / "demo.yaml")
     sweep = SweepConfig(epsilons=EPSILONS, ks=KS, workers=workers)
-    flow = privacy_utility_sweep.with_options(task_runner=ThreadPoolTaskRunner(max_workers=workers))
     started = time.perf_counter()
-    state = flow(config=config, sweep=sweep, return_state=True)
+    state = run_sweep(config, sweep)
     seconds = time.perf_counter() - started
     summary = state.result(raise_on_failure=False)
     if not isinstance(summary, dict) or "points" not in summary:

@@ -23,6 +23,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run
 from prefect.states import Completed, Failed, State
+from prefect.task_runners import ThreadPoolTaskRunner
 
 from privgate import stages
 from privgate import sweep as sw
@@ -83,6 +84,13 @@ def privacy_utility_sweep(
     return Completed(
         message=f"promoted version {registration.version}: {choice.reason}", data=summary
     )
+
+
+def run_sweep(config: PipelineConfig, sweep: sw.SweepConfig) -> State[Any]:
+    """Run the sweep here, its points on `sweep.workers` threads; return its final state."""
+    runner = ThreadPoolTaskRunner(max_workers=sweep.workers)
+    flow_ = privacy_utility_sweep.with_options(task_runner=runner)
+    return flow_(config=config, sweep=sweep, return_state=True)
 
 
 def _preflight(

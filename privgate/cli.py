@@ -254,14 +254,9 @@ def _sweep(args: argparse.Namespace) -> int:
         os.environ["PRIVGATE_POLICY"] = str(args.policy.resolve())
     load_policy()
     with _stdout_to_stderr():
-        from prefect.task_runners import ThreadPoolTaskRunner
+        from flows.privacy_utility_sweep import run_sweep
 
-        from flows.privacy_utility_sweep import privacy_utility_sweep
-
-        flow = privacy_utility_sweep.with_options(
-            task_runner=ThreadPoolTaskRunner(max_workers=sweep.workers)
-        )
-        state = flow(config=config, sweep=sweep, return_state=True)
+        state = run_sweep(config, sweep)
         data = state.result(raise_on_failure=False)
     if not isinstance(data, dict):
         _fail(state.message or "the flow run crashed", as_json=args.json)
