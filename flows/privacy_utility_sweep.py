@@ -23,7 +23,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run
 from prefect.states import Completed, Failed, State
-from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner
 
 from privgate import stages
 from privgate import sweep as sw
@@ -38,7 +38,13 @@ from tasks.registry import register_model
 from tasks.sweep import PointOutcome, run_sweep_point
 
 
-@flow(name="privacy-utility-sweep", persist_result=False, validate_parameters=True)
+@flow(
+    name="privacy-utility-sweep",
+    persist_result=False,
+    validate_parameters=True,
+    # Deployments run the points in local processes; `run_sweep` sets the pool's size.
+    task_runner=ProcessPoolTaskRunner(max_workers=2),
+)
 def privacy_utility_sweep(
     config: PipelineConfig, sweep: sw.SweepConfig | None = None
 ) -> State[Any]:
@@ -86,10 +92,17 @@ def privacy_utility_sweep(
     )
 
 
-def run_sweep(config: PipelineConfig, sweep: sw.SweepConfig) -> State[Any]:
-    """Run the sweep here, its points on `sweep.workers` threads; return its final state."""
-    runner = ThreadPoolTaskRunner(max_workers=sweep.workers)
-    flow_ = privacy_utility_sweep.with_options(task_runner=runner)
+def run_sweep(
+    config: PipelineConfig, sweep: sw.SweepConfig, *, runner: str = "processes"
+) -> State[Any]:
+    """Run the sweep here, its points in `sweep.workers` processes (or threads).
+
+    Processes run the points' Python (PII analysis, the training loop) truly in
+    parallel; each loads its own PII engine. Without a Prefect server configured, each
+    also starts its own temporary one.
+    """
+    pool = ProcessPoolTaskRunner if runner == "processes" else ThreadPoolTaskRunner
+    flow_ = privacy_utility_sweep.with_options(task_runner=pool(max_workers=sweep.workers))
     return flow_(config=config, sweep=sweep, return_state=True)
 
 

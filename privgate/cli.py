@@ -99,6 +99,12 @@ def _build_parser() -> argparse.ArgumentParser:
         "--ks", type=_whole_numbers, help="k values, comma-separated (default: 5,10)"
     )
     sweep.add_argument("--workers", type=int, help="points run in parallel (default: 2)")
+    sweep.add_argument(
+        "--runner",
+        choices=["processes", "threads"],
+        default="processes",
+        help="run the points in worker processes (default) or in threads of this one",
+    )
     sweep.add_argument("--json", action="store_true", help="print the sweep summary as JSON")
 
     demo = commands.add_parser("demo-data", help="write the enriched Adult demo tables")
@@ -256,7 +262,7 @@ def _sweep(args: argparse.Namespace) -> int:
     with _stdout_to_stderr():
         from flows.privacy_utility_sweep import run_sweep
 
-        state = run_sweep(config, sweep)
+        state = run_sweep(config, sweep, runner=args.runner)
         data = state.result(raise_on_failure=False)
     if not isinstance(data, dict):
         _fail(state.message or "the flow run crashed", as_json=args.json)

