@@ -38,11 +38,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=None, help="demo rows (default: all)")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--runner", choices=["threads", "processes"], default="threads")
     args = parser.parse_args()
     print(f"load_average_1m_5m_15m={'/'.join(f'{x:.2f}' for x in os.getloadavg())}")
-    print(f"grid: epsilons={EPSILONS} ks={KS} rows={args.rows or 'all'}")
-    sequential = run(args.rows, workers=1)
-    parallel = run(args.rows, workers=args.workers)
+    print(f"grid: epsilons={EPSILONS} ks={KS} rows={args.rows or 'all'} runner={args.runner}")
+    sequential = run(args.rows, workers=1, runner=args.runner)
+    parallel = run(args.rows, workers=args.workers, runner=args.runner)
     print("## points (parallel run)")
     for point in parallel["summary"]["points"]:
         gates = point["gates"]
@@ -63,11 +64,12 @@ def main() -> None:
     print(f"sequential_s={sequential['seconds']:.1f} (workers=1)")
     print(f"parallel_s={parallel['seconds']:.1f} (workers={args.workers})")
     print(f"speedup={sequential['seconds'] / parallel['seconds']:.2f}x")
+    # DP noise is fresh every run, so two runs can rank close points differently.
     print(f"same_choice={'yes' if same else 'no'}")
     print(f"within_20_min={'yes' if parallel['seconds'] <= 20 * 60 else 'no'} (parallel run)")
 
 
-def run(rows: int | None, *, workers: int) -> dict[str, Any]:
+def run(rows: int | None, *, workers: int, runner: str) -> dict[str, Any]:
     """Run the sweep flow in a fresh state home; return its summary and wall time."""
     home = Path(tempfile.mkdtemp(prefix="privgate-bench-sweep-"))
     os.environ["PRIVGATE_HOME"] = str(home)
@@ -98,7 +100,7 @@ def run(rows: int | None, *, workers: int) -> dict[str, Any]:
     config = load_config(ROOT / "configs" / "demo.yaml")
     sweep = SweepConfig(epsilons=EPSILONS, ks=KS, workers=workers)
     started = time.perf_counter()
-    state = run_sweep(config, sweep)
+    state = run_sweep(config, sweep, runner=runner)
     seconds = time.perf_counter() - started
     summary = state.result(raise_on_failure=False)
     if not isinstance(summary, dict) or "points" not in summary:

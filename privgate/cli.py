@@ -101,9 +101,9 @@ def _build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--workers", type=int, help="points run in parallel (default: 2)")
     sweep.add_argument(
         "--runner",
-        choices=["processes", "threads"],
-        default="processes",
-        help="run the points in worker processes (default) or in threads of this one",
+        choices=["threads", "processes"],
+        default="threads",
+        help="run the points in threads of this process (default) or in worker processes",
     )
     sweep.add_argument("--json", action="store_true", help="print the sweep summary as JSON")
 
