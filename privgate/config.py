@@ -137,7 +137,7 @@ class PiiConfig(_Model):
     sample_rows: int = Field(
         default=300,
         ge=10,
-        description="Distinct values per structured column scanned to classify it.",
+        description="Cells per structured column, a seeded sample, scanned to classify it.",
     )
     min_fraction: float = Field(
         default=0.3,

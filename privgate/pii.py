@@ -37,7 +37,7 @@ import regex
 
 from privgate.errors import ConfigError
 from privgate.recognizers import (
-    CAPITALIZED_WORD,
+    CAPITALIZED,
     MASTERCARD_2_SERIES,
     NEEDS_A_CAPITAL,
     could_hold,
@@ -73,7 +73,6 @@ _PHONE_RUNS_KEPT = 200_000  # digit runs remembered between analyses, at most
 _NER_REACH = 1  # words of context on each side of a capitalized word
 _WHITESPACE_WORD = re.compile(r"\S+")
 # A capitalized word: a capital, then letters (one lowercase at least), no digit glued on.
-_CAPITALIZED = regex.compile(CAPITALIZED_WORD)
 _OPENING = " \t\n\"'“‘([{<"
 _EDGE_PUNCTUATION = "\"'“”‘’([{<>}]),.;:!?"
 _SENTENCE_END = frozenset(".!?;:")
@@ -562,7 +561,7 @@ def name_windows(
     name written in lowercase, or a lone first name that is also an English word
     (`Mark`) opening a sentence, is not looked at.
     """
-    found = list(_CAPITALIZED.finditer(text))
+    found = list(CAPITALIZED.finditer(text))
     ranges: list[list[int]] = []
     for index, word in enumerate(found):
         start, end = word.span()

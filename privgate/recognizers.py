@@ -131,7 +131,7 @@ _PARTICLE = r"(?:de|da|del|della|di|do|dos|du|van|von|der|den|ter|le|la|bin|ibn|
 _NAME_RUN = regex.compile(
     rf"{CAPITALIZED_WORD}(?:[ ]+(?:\p{{Lu}}\.[ ]+)?(?:{_PARTICLE}[ ]+)?{CAPITALIZED_WORD}){{1,3}}"
 )
-_CAPITALIZED = regex.compile(CAPITALIZED_WORD)
+CAPITALIZED = regex.compile(CAPITALIZED_WORD)
 
 
 class CapitalizedNameRecognizer(LocalRecognizer):
@@ -183,7 +183,7 @@ class CapitalizedNameRecognizer(LocalRecognizer):
             return []
         results = []
         for run in _NAME_RUN.finditer(text):
-            words = _CAPITALIZED.findall(run.group())
+            words = CAPITALIZED.findall(run.group())
             if all(word.lower() in self.english_words for word in words):
                 continue
             results.append(
@@ -221,8 +221,6 @@ def custom_recognizers(language: str, english_words: frozenset[str]) -> list[Ent
     ]
     return [CapitalizedNameRecognizer(english_words, supported_language=language), *patterns]
 
-
-CUSTOM_ENTITIES = frozenset(_RECOGNIZERS)  # PERSON is Presidio's
 
 # Necessary conditions, checked on the normalized text (NFKC, zero-width removed).
 # Each pattern matches wherever the entity's Presidio recognizer could report a finding

@@ -25,6 +25,7 @@ from privgate.config import (
     Hierarchy,
     IntervalHierarchy,
     LDiversityConfig,
+    PipelineConfig,
     PrefixHierarchy,
     load_config,
 )
@@ -1003,14 +1004,19 @@ def test_when_anonymize_table_has_l_diversity_then_the_target_is_the_default_sen
 # --------------------------------------------------------------------------- real data
 
 
-def test_when_the_adult_sample_is_anonymized_at_k5_then_every_class_has_five_rows() -> None:
-    # given: 5,000 Adult rows and the demo config's hierarchies (zip_code is synthetic)
-    config = load_config(PROJECT_ROOT / "configs" / "demo.yaml")
-    qis = {
+def _demo_hierarchies_but_zip(config: PipelineConfig) -> dict[str, Hierarchy]:
+    """The demo config's hierarchies over real Adult columns (zip_code is synthetic)."""
+    return {
         column: hierarchy
         for column, hierarchy in config.anonymization.quasi_identifiers.items()
         if column != "zip_code"
     }
+
+
+def test_when_the_adult_sample_is_anonymized_at_k5_then_every_class_has_five_rows() -> None:
+    # given: 5,000 Adult rows and the demo config's hierarchies (zip_code is synthetic)
+    config = load_config(PROJECT_ROOT / "configs" / "demo.yaml")
+    qis = _demo_hierarchies_but_zip(config)
     frame = _adult_sample(5_000)
 
     # when
@@ -1035,11 +1041,7 @@ def test_when_the_adult_sample_is_anonymized_at_k5_then_every_class_has_five_row
 def test_when_the_adult_sample_is_anonymized_with_l2_on_income_then_classes_hold_both() -> None:
     # given: the sample and hierarchies of the k=5 test above
     config = load_config(PROJECT_ROOT / "configs" / "demo.yaml")
-    qis = {
-        column: hierarchy
-        for column, hierarchy in config.anonymization.quasi_identifiers.items()
-        if column != "zip_code"
-    }
+    qis = _demo_hierarchies_but_zip(config)
     frame = _adult_sample(5_000)
     budget = config.anonymization.max_suppression
 
