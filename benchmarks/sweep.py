@@ -38,7 +38,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=None, help="demo rows (default: all)")
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--runner", choices=["threads", "processes"], default="threads")
+    parser.add_argument("--runner", choices=["threads", "processes", "dask"], default="threads")
     args = parser.parse_args()
     print(f"load_average_1m_5m_15m={'/'.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"grid: epsilons={EPSILONS} ks={KS} rows={args.rows or 'all'} runner={args.runner}")
@@ -82,7 +82,7 @@ def run(rows: int | None, *, workers: int, runner: str) -> dict[str, Any]:
 
     import yaml
 
-    from flows.privacy_utility_sweep import run_sweep
+    from flows.privacy_utility_sweep import privacy_utility_sweep
     from privgate.config import load_config, load_policy
     from privgate.demo_data import write_demo_data
     from privgate.sweep import SweepConfig
@@ -97,10 +97,10 @@ def run(rows: int | None, *, workers: int, runner: str) -> dict[str, Any]:
     policy_path = home / "benchmark-policy.yaml"
     policy_path.write_text(yaml.safe_dump(policy))
     os.environ["PRIVGATE_POLICY"] = str(policy_path)
-    config = load_config(ROOT / "configs" / "demo.yaml")
+    config = load_config(ROOT / "configs" / "demo.yaml", [f"orchestration.task_runner={runner}"])
     sweep = SweepConfig(epsilons=EPSILONS, ks=KS, workers=workers)
     started = time.perf_counter()
-    state = run_sweep(config, sweep, runner=runner)
+    state = privacy_utility_sweep(config=config, sweep=sweep, return_state=True)
     seconds = time.perf_counter() - started
     summary = state.result(raise_on_failure=False)
     if not isinstance(summary, dict) or "points" not in summary:

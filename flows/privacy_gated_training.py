@@ -19,6 +19,7 @@ from prefect import flow
 from prefect.states import Completed, Failed, State
 
 from audits.suite import AuditReport
+from flows._runners import fan_out, submit
 from privgate import stages
 from privgate.config import PipelineConfig, load_policy
 from privgate.summary import run_summary
@@ -72,15 +73,17 @@ def privacy_gated_training(config: PipelineConfig) -> State[Any]:
 
 
 def _audit(trained: stages.Trained, config: PipelineConfig) -> AuditReport:
-    """Fan the audit's training runs out as parallel tasks, then attack."""
+    """Fan the audit's training runs out on the configured runner, then attack."""
     started = time.perf_counter()
-    groups = [
-        train_reference_models.submit(trained, config, group)
-        for group in range(len(stages.reference_group_sizes(config)))
-    ]
-    canary = run_canary_audit.submit(trained, config, True)
-    control = run_canary_audit.submit(trained, config, False)
-    parts = [future.result() for future in groups]
+    with fan_out(config.orchestration) as runner:
+        groups = [
+            submit(runner, train_reference_models, trained=trained, config=config, group=group)
+            for group in range(len(stages.reference_group_sizes(config)))
+        ]
+        canary = submit(runner, run_canary_audit, trained=trained, config=config, private=True)
+        control = submit(runner, run_canary_audit, trained=trained, config=config, private=False)
+        parts = [future.result() for future in groups]
+        canary_result, control_result = canary.result(), control.result()
     return audit_membership_inference(
-        trained, config, parts, canary.result(), control.result(), time.perf_counter() - started
+        trained, config, parts, canary_result, control_result, time.perf_counter() - started
     )

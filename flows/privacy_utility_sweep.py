@@ -23,8 +23,8 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run
 from prefect.states import Completed, Failed, State
-from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner
 
+from flows._runners import fan_out, submit
 from privgate import stages
 from privgate import sweep as sw
 from privgate.config import PipelineConfig, PrivacyPolicy, load_policy
@@ -38,13 +38,7 @@ from tasks.registry import register_model
 from tasks.sweep import PointOutcome, run_sweep_point
 
 
-@flow(
-    name="privacy-utility-sweep",
-    persist_result=False,
-    validate_parameters=True,
-    # Deployments run the points in local processes; `run_sweep` sets the pool's size.
-    task_runner=ProcessPoolTaskRunner(max_workers=2),
-)
+@flow(name="privacy-utility-sweep", persist_result=False, validate_parameters=True)
 def privacy_utility_sweep(
     config: PipelineConfig, sweep: sw.SweepConfig | None = None
 ) -> State[Any]:
@@ -63,11 +57,25 @@ def privacy_utility_sweep(
         # is a whole training and audit.
         outcomes: list[PointOutcome] = []
         running: list[PrefectFuture[PointOutcome]] = []
-        for point in sweep.points():
-            if len(running) >= sweep.workers:
-                outcomes.append(running.pop(0).result())
-            running.append(run_sweep_point.submit(tables, validation, scan, config, policy, point))
-        outcomes += [future.result() for future in running]
+        # The pool (processes, a temporary Dask cluster) is as wide as the points in flight.
+        orchestration = config.orchestration.model_copy(update={"workers": sweep.workers})
+        with fan_out(orchestration) as runner:
+            for point in sweep.points():
+                if len(running) >= sweep.workers:
+                    outcomes.append(running.pop(0).result())
+                running.append(
+                    submit(
+                        runner,
+                        run_sweep_point,
+                        tables=tables,
+                        validation=validation,
+                        scan=scan,
+                        config=config,
+                        policy=policy,
+                        point=point,
+                    )
+                )
+            outcomes += [future.result() for future in running]
     finally:
         # The points shared the engine's analysis cache (raw texts): forget it now.
         stages.engine_for(config).clear_cache()
@@ -90,22 +98,6 @@ def privacy_utility_sweep(
     return Completed(
         message=f"promoted version {registration.version}: {choice.reason}", data=summary
     )
-
-
-def run_sweep(
-    config: PipelineConfig, sweep: sw.SweepConfig, *, runner: str = "threads"
-) -> State[Any]:
-    """Run the sweep here, its points in `sweep.workers` threads (or processes).
-
-    Processes run the points' Python (PII analysis, the training loop) truly in
-    parallel, but each loads its own PII engine and, without a Prefect server
-    configured, starts its own temporary one: on the benchmark's 5 x 3 grid they took
-    122 s against 64 s for threads, whose PII cache the points also share. Deployments,
-    which have a server, run the points in processes (the flow's default runner).
-    """
-    pool = ProcessPoolTaskRunner if runner == "processes" else ThreadPoolTaskRunner
-    flow_ = privacy_utility_sweep.with_options(task_runner=pool(max_workers=sweep.workers))
-    return flow_(config=config, sweep=sweep, return_state=True)
 
 
 def _preflight(

@@ -101,9 +101,10 @@ def _build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--workers", type=int, help="points run in parallel (default: 2)")
     sweep.add_argument(
         "--runner",
-        choices=["threads", "processes"],
-        default="threads",
-        help="run the points in threads of this process (default) or in worker processes",
+        choices=["threads", "processes", "dask"],
+        help="where the points run: threads of this process, local worker processes, or "
+        "a Dask cluster (orchestration.dask_address, else a temporary local one); "
+        "default: the config's orchestration.task_runner",
     )
     sweep.add_argument("--json", action="store_true", help="print the sweep summary as JSON")
 
@@ -246,7 +247,8 @@ def _sweep(args: argparse.Namespace) -> int:
     from privgate.config import load_config, load_policy
     from privgate.sweep import SweepConfig
 
-    config = load_config(args.config, args.overrides)
+    runner = [f"orchestration.task_runner={args.runner}"] if args.runner else []
+    config = load_config(args.config, [*args.overrides, *runner])
     grid = {
         key: value
         for key, value in (("epsilons", args.epsilons), ("ks", args.ks), ("workers", args.workers))
@@ -260,9 +262,9 @@ def _sweep(args: argparse.Namespace) -> int:
         os.environ["PRIVGATE_POLICY"] = str(args.policy.resolve())
     load_policy()
     with _stdout_to_stderr():
-        from flows.privacy_utility_sweep import run_sweep
+        from flows.privacy_utility_sweep import privacy_utility_sweep
 
-        state = run_sweep(config, sweep, runner=args.runner)
+        state = privacy_utility_sweep(config=config, sweep=sweep, return_state=True)
         data = state.result(raise_on_failure=False)
     if not isinstance(data, dict):
         _fail(state.message or "the flow run crashed", as_json=args.json)
