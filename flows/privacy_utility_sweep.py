@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import create_image_artifact, create_markdown_artifact
 from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run
 from prefect.states import Completed, Failed, State
@@ -30,7 +30,7 @@ from privgate import sweep as sw
 from privgate.config import PipelineConfig, PrivacyPolicy, load_policy
 from privgate.errors import withheld
 from privgate.ledger import PrivacyLedger
-from privgate.registry import configure_mlflow, experiment_id
+from privgate.registry import artifact_url, configure_mlflow, experiment_id
 from tasks._options import IN_MEMORY
 from tasks.data import ingest_tables, validate_raw_table
 from tasks.privacy import scan_pii
@@ -144,9 +144,18 @@ def report_sweep(
             mlflow.set_tags({"privgate.kind": "sweep", "privgate.sweep.flow_run": str(flow_run.id)})
             mlflow.log_text(markdown, "sweep/sweep.md")
             mlflow.log_dict(summary, "sweep/sweep.json")
-            for path in sw.plot_sweep(results, Path(tmp)):
-                mlflow.log_artifact(str(path), "sweep")
+            plots = [path.name for path in sw.plot_sweep(results, Path(tmp))]
+            mlflow.log_artifacts(tmp, "sweep")
         summary["mlflow_run_id"] = run.info.run_id
+        urls = {name: artifact_url(run.info.run_id, f"sweep/{name}") for name in plots}
+    summary["plots"] = urls
     create_markdown_artifact(markdown, key="privacy-utility-sweep", description=choice.reason)
+    for name, url in urls.items():
+        # Prefect shows an image by URL: the tracking server's, when there is one.
+        create_image_artifact(
+            image_url=url,
+            key=f"sweep-{Path(name).stem.replace('_', '-')}",
+            description=f"privacy-utility sweep: {Path(name).stem.replace('_', ' ')}",
+        )
     get_run_logger().info("sweep: %s", choice.reason)
     return summary

@@ -283,6 +283,25 @@ def log_run_file(run_id: str, path: Path, artifact_dir: str) -> None:
     MlflowClient().log_artifact(run_id, str(path), artifact_dir)
 
 
+def artifact_url(run_id: str, path: str) -> str:
+    """Return where a browser can fetch a run's artifact.
+
+    A tracking server serves it over HTTP (`/get-artifact`, what the MLflow UI uses);
+    a local store has only the file's own URI.
+    """
+    from urllib.parse import urlencode
+
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    tracking = mlflow.get_tracking_uri()
+    if tracking.startswith(("http://", "https://")):
+        query = urlencode({"path": path, "run_uuid": run_id})
+        return f"{tracking.rstrip('/')}/get-artifact?{query}"
+    root = MlflowClient().get_run(run_id).info.artifact_uri
+    return f"{root.rstrip('/')}/{path}"
+
+
 def attestation_path(version: str) -> str:
     """Return the run-artifact path of a version's attestation."""
     return f"attestation/v{version}.json"

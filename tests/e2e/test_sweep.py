@@ -8,7 +8,10 @@ refused before anything trains.
 
 from __future__ import annotations
 
+import json
+import sqlite3
 from pathlib import Path
+from urllib.parse import urlparse
 
 import pandas as pd
 import pytest
@@ -60,6 +63,24 @@ def test_when_a_grid_is_swept_then_the_best_passing_point_is_promoted_and_report
     for needle in ("Quorvath", "Zelbrandt", CANARY_SSN):
         assert needle not in done.stdout + done.stderr
         assert not [p.name for p in written if needle.encode() in p.read_bytes()]
+
+
+def test_when_a_grid_is_swept_then_prefect_shows_the_table_and_every_plot(home: Path) -> None:
+    # Runs after the sweep above, in the same state home: read what Prefect stored.
+    with sqlite3.connect(home / "prefect" / "prefect.db") as db:
+        artifacts = dict(db.execute("SELECT key, type FROM artifact WHERE key LIKE '%sweep%'"))
+        images = dict(db.execute("SELECT key, data FROM artifact WHERE type = 'image'"))
+
+    assert artifacts == {
+        "privacy-utility-sweep": "markdown",
+        "sweep-accuracy-vs-epsilon": "image",
+        "sweep-mia-tpr-vs-epsilon": "image",
+        "sweep-pareto-front": "image",
+    }
+    for data in images.values():
+        url = json.loads(data)
+        assert url.startswith("file://"), url  # no tracking server here: the file itself
+        assert Path(urlparse(url).path).is_file()
 
 
 def test_when_the_grid_would_overspend_the_budget_then_nothing_trains(
