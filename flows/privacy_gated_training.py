@@ -21,7 +21,8 @@ from prefect.states import Completed, Failed, State
 from audits.suite import AuditReport
 from flows._runners import fan_out, submit
 from privgate import stages
-from privgate.config import PipelineConfig, load_policy
+from privgate.config import PipelineConfig, load_config, load_policy
+from privgate.home import resolve_path
 from privgate.summary import run_summary
 from tasks.audit import (
     audit_membership_inference,
@@ -34,9 +35,14 @@ from tasks.privacy import anonymize_records, scan_pii, verify_anonymization
 from tasks.registry import register_model
 from tasks.training import train_dp_model
 
+# The reviewed config file (`$PRIVGATE_CONFIG`, else configs/demo.yaml), read when the
+# flow is loaded: `prefect deploy` writes it into the parameter schema, so the Prefect
+# UI's form opens filled with it, and a run started without a config uses it.
+DEFAULT_CONFIG = load_config()
+
 
 @flow(name="privacy-gated-training", persist_result=False, validate_parameters=True)
-def privacy_gated_training(config: PipelineConfig) -> State[Any]:
+def privacy_gated_training(config: PipelineConfig = DEFAULT_CONFIG) -> State[Any]:
     """Train a model on sensitive data; promote it only through every privacy gate."""
     started = time.perf_counter()
     policy = load_policy()
@@ -70,6 +76,19 @@ def privacy_gated_training(config: PipelineConfig) -> State[Any]:
     if not gates.passed:
         return Failed(message=f"blocked: {gates.failure_message()}", data=summary)
     return Completed(message=f"promoted version {registration.version}", data=summary)
+
+
+@flow(name="privacy-gated-training-from-file", persist_result=False, validate_parameters=True)
+def privacy_gated_training_from_file(
+    config_file: str = "configs/demo.yaml", overrides: list[str] | None = None
+) -> State[Any]:
+    """Run `privacy-gated-training` on a reviewed config file (scheduled deployments).
+
+    `config_file` is resolved like the CLI's `--config` (relative to the project when
+    not found here); `overrides` are `dotted.key=value` strings, as `--set` takes them.
+    """
+    config = load_config(resolve_path(config_file), overrides or [])
+    return privacy_gated_training(config=config, return_state=True)
 
 
 def _audit(trained: stages.Trained, config: PipelineConfig) -> AuditReport:

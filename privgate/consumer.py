@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from privgate import attestation
-from privgate.errors import PrivgateError, RegistryError
+from privgate.errors import PrivgateError, RegistryError, is_transient
 from privgate.registry import (
     GATE_REPORT_PATH,
     SIGNATURE_TAG,
@@ -71,7 +71,9 @@ def verify_version(
         else:
             mv = client.get_model_version_by_alias(name, alias)
             what = f"{name}@{alias}"
-    except MlflowException:
+    except MlflowException as exc:
+        if is_transient(exc):  # the registry is down, not the version missing
+            raise
         target = f"version {version}" if version else f"alias {alias!r}"
         raise RefusedError(
             f"{target} of registered model {name!r} does not exist; privgate never falls "

@@ -27,7 +27,7 @@ from audits.gates import Evidence, GateReport, run_gates
 from audits.suite import AuditReport
 from privgate import stages
 from privgate.config import PipelineConfig, PrivacyPolicy
-from privgate.errors import DataError, RegistryError
+from privgate.errors import DataError, RegistryError, is_transient
 from privgate.home import resolve_path
 from privgate.registry import configure_mlflow
 from privgate.training import DpReport, TrainedModel, accuracy, build_network
@@ -62,6 +62,8 @@ def reaudit(
         )
         run = client.get_run(mv.run_id)
     except MlflowException as exc:
+        if is_transient(exc):  # the registry is down, not the version missing
+            raise
         which = f"version {version}" if version is not None else f"alias {alias!r}"
         raise RegistryError(f"{which} of model {name!r} not found ({exc.error_code})") from None
     tags, params = run.data.tags, run.data.params

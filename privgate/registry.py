@@ -14,13 +14,14 @@ import os
 import tempfile
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from privgate import attestation
-from privgate.errors import RegistryError
+from privgate.errors import RegistryError, is_transient
 from privgate.home import file_lock, privgate_home
 
 STATUS_TAG = "privgate.status"
@@ -28,7 +29,12 @@ GATE_TAG_PREFIX = "privgate.gate."
 SIGNATURE_TAG = "privgate.signature"
 RUN_TAG = "privgate.run_id"
 RUN_KEY_TAG = "privgate.run_key"
+DEMOTED_TAG = "privgate.demoted_utc"
+DEMOTED_REASON_TAG = "privgate.demoted_reason"
 GATE_REPORT_PATH = "reports/gate_report.json"
+
+# Given a model name, a lock held while its aliases move.
+PromotionLock = Callable[[str], AbstractContextManager[Any]]
 
 
 @dataclass(frozen=True)
@@ -99,13 +105,17 @@ def log_and_register(
     json_artifacts: Mapping[str, Any],
     text_artifacts: Mapping[str, str],
     run_key: str,
+    promotion_lock: PromotionLock | None = None,
 ) -> Registration:
     """Log one training run, register its model once, sign and promote it if approved.
 
     `run_key` identifies the pipeline run: a retried task finds the version it made
     before instead of registering a second one. The version is created with its verdict
     tags in one call, so no version is ever visible without a status; an approved
-    version is signed (see `privgate.attestation`) before the alias may move to it.
+    version is signed (see `privgate.attestation`) before the alias may move to it, so a
+    crash at any step leaves no alias on a half-registered version, and the retry
+    finishes the steps left. `promotion_lock(model_name)` serializes the alias moves of
+    one model across machines (the flows pass a Prefect global concurrency slot).
     """
     from mlflow.tracking import MlflowClient
 
@@ -148,7 +158,7 @@ def log_and_register(
             delta=delta,
             policy_sha256=policy_sha256,
         )
-        promoted = _promote(client, model_name, alias, version)
+        promoted = _promote(client, model_name, alias, version, promotion_lock)
     return Registration(model_name=model_name, version=version, run_id=run_id, promoted=promoted)
 
 
@@ -307,15 +317,29 @@ def attestation_path(version: str) -> str:
     return f"attestation/v{version}.json"
 
 
-def _promote(client: Any, model_name: str, alias: str, version: str) -> bool:
+@contextlib.contextmanager
+def _promotion(model_name: str, lock: PromotionLock | None) -> Iterator[None]:
+    """Hold the model's promotion lock: the caller's (cross-machine) and this machine's."""
+    with lock(model_name) if lock else contextlib.nullcontext(), file_lock(f"promote:{model_name}"):
+        yield
+
+
+def _promote(
+    client: Any, model_name: str, alias: str, version: str, lock: PromotionLock | None = None
+) -> bool:
     """Move `alias` to `version` unless a newer approved version already holds it.
 
     Two runs finishing together must not lose an update: under the lock, the alias only
     moves forward, so the older run finishing last leaves the newer champion in place.
+    A version demoted since it was approved never gets the alias back.
     """
     from mlflow.exceptions import MlflowException
 
-    with file_lock(f"promote:{model_name}"):
+    with _promotion(model_name, lock):
+        if (client.get_model_version(model_name, version).tags or {}).get(STATUS_TAG) != (
+            "approved"
+        ):
+            return False
         try:
             current = client.get_model_version_by_alias(model_name, alias)
         except MlflowException:
@@ -325,6 +349,52 @@ def _promote(client: Any, model_name: str, alias: str, version: str) -> bool:
             if tags.get(STATUS_TAG) == "approved" and tags.get(SIGNATURE_TAG):
                 return False
         client.set_registered_model_alias(model_name, alias, version)
+        return True
+
+
+def champion_version(model_name: str, alias: str) -> str | None:
+    """Return the version `alias` of `model_name` points at, or None if it points nowhere."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(_client().get_model_version_by_alias(model_name, alias).version)
+    except MlflowException as exc:
+        if is_transient(exc):
+            raise
+        return None
+
+
+def demote(
+    model_name: str,
+    *,
+    alias: str,
+    version: str,
+    reason: str,
+    promotion_lock: PromotionLock | None = None,
+) -> bool:
+    """Take `alias` off `version` and mark the version demoted, with `reason`.
+
+    Only if the alias still points at `version`: a newer champion promoted while the
+    re-audit ran is not the one it judged. The version's status becomes `demoted`, so no
+    consumer loads it and no retried registration promotes it again. Returns whether
+    the alias was removed.
+    """
+    from mlflow.exceptions import MlflowException
+
+    client = _client()
+    with _promotion(model_name, promotion_lock):
+        try:
+            current = client.get_model_version_by_alias(model_name, alias)
+        except MlflowException:
+            return False
+        if str(current.version) != str(version):
+            return False
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        # Status first: if the alias removal fails, consumers already refuse the version.
+        client.set_model_version_tag(model_name, version, STATUS_TAG, "demoted")
+        client.set_model_version_tag(model_name, version, DEMOTED_TAG, stamp)
+        client.set_model_version_tag(model_name, version, DEMOTED_REASON_TAG, reason[:4000])
+        client.delete_registered_model_alias(model_name, alias)
         return True
 
 

@@ -36,7 +36,13 @@ from privgate.kanon import measure_k, measure_l_diversity
 from privgate.ledger import PrivacyLedger
 from privgate.model_card import render_model_card
 from privgate.pii import PiiEngine, ScanReport, count_findings, get_engine, scan_table
-from privgate.registry import Registration, log_and_register, log_run_file, log_run_text
+from privgate.registry import (
+    PromotionLock,
+    Registration,
+    log_and_register,
+    log_run_file,
+    log_run_text,
+)
 from privgate.training import DpReport, TrainedModel, accuracy, predict_logits, train_model
 from privgate.validation import ValidationReport, public_domains, validate_table
 
@@ -627,11 +633,13 @@ def register(
     policy: PrivacyPolicy,
     *,
     run_key: str,
+    promotion_lock: PromotionLock | None = None,
 ) -> Registration:
     """Log the run, register the model version once, sign and promote it if approved.
 
     `run_key` names the pipeline run (Prefect's flow-run id): a retried registration
-    finds its version instead of making a second one.
+    finds its version instead of making a second one. `promotion_lock` serializes the
+    alias moves of one model (see `privgate.registry.log_and_register`).
     """
     trained = evidence.trained
     params = {
@@ -687,6 +695,7 @@ def register(
             "audit/audit_report.md": evidence.audit.to_markdown(),
         },
         run_key=run_key,
+        promotion_lock=promotion_lock,
     )
     card_md, card_html = render_model_card(
         model_card_facts(evidence, gates, config, registration, lineage)

@@ -24,7 +24,7 @@ from mlflow.tracking import MlflowClient
 
 from privgate import attestation
 from privgate.consumer import RefusedError, load_approved_model, verify_registry, verify_version
-from privgate.registry import SIGNATURE_TAG, STATUS_TAG, configure_mlflow, log_and_register
+from privgate.registry import SIGNATURE_TAG, STATUS_TAG, log_and_register
 from privgate.training import build_network
 
 NAME = "privgate-test-model"
@@ -73,17 +73,6 @@ def register(*, approved: bool, run_key: str, epsilon: float = 2.5) -> str:
         run_key=run_key,
     )
     return registration.version
-
-
-@pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("PRIVGATE_HOME", str(tmp_path))
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    for key in ("PRIVGATE_SIGNING_KEY_FILE", "PRIVGATE_VERIFY_KEY_FILE"):
-        monkeypatch.delenv(key, raising=False)
-    configure_mlflow()
-    return tmp_path
 
 
 @pytest.fixture

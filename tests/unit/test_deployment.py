@@ -3,27 +3,84 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import yaml
+from prefect import Flow
+from prefect.client.schemas.schedules import CronSchedule
+from prefect.flows import load_flow_from_entrypoint
 from prefect.utilities.callables import parameter_schema
 
-from flows.privacy_gated_training import privacy_gated_training
+from flows.privacy_gated_training import (
+    privacy_gated_training,
+    privacy_gated_training_from_file,
+)
+from privgate.config import PipelineConfig, PrivacyPolicy, load_config, load_policy
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_when_prefect_yaml_is_read_then_every_entrypoint_is_the_gated_flow() -> None:
+def _deployments() -> dict[str, dict[str, Any]]:
     spec = yaml.safe_load((ROOT / "prefect.yaml").read_text())
+    return {d["name"]: d for d in spec["deployments"]}
 
-    entrypoints = {d["name"]: d["entrypoint"] for d in spec["deployments"]}
 
-    assert (
-        entrypoints["manual-training"] == "flows/privacy_gated_training.py:privacy_gated_training"
-    )
-    path, name = entrypoints["manual-training"].split(":")
-    assert (ROOT / path).is_file()
-    assert privacy_gated_training.fn.__name__ == name
-    assert privacy_gated_training.name == "privacy-gated-training"
+def _flow_at(entrypoint: str) -> Flow[..., Any]:
+    path, name = entrypoint.split(":")
+    return load_flow_from_entrypoint(str(ROOT / path) + ":" + name)
+
+
+def test_when_prefect_yaml_is_read_then_every_deployment_runs_a_privgate_flow() -> None:
+    deployments = _deployments()
+
+    flows = {name: _flow_at(d["entrypoint"]).name for name, d in deployments.items()}
+
+    assert flows == {
+        "nightly-training": "privacy-gated-training-from-file",
+        "manual-training": "privacy-gated-training",
+        "champion-reaudit": "champion-reaudit",
+        "privacy-utility-sweep": "privacy-utility-sweep",
+    }
+    assert {d["work_pool"]["name"] for d in deployments.values()} == {"privgate-process"}
+
+
+def test_when_deployments_are_scheduled_then_nightly_trains_and_weekly_reaudits() -> None:
+    deployments = _deployments()
+
+    schedules = {
+        name: [CronSchedule(**s).cron for s in d.get("schedules", [])]
+        for name, d in deployments.items()
+    }
+
+    assert schedules == {
+        "nightly-training": ["0 2 * * *"],
+        "manual-training": [],
+        "champion-reaudit": ["0 4 * * 1"],
+        "privacy-utility-sweep": [],
+    }
+
+
+def test_when_deployments_take_parameters_then_they_name_files_never_thresholds() -> None:
+    deployments = _deployments()
+    thresholds = set(PrivacyPolicy.model_fields)
+
+    parameters = {name: d.get("parameters", {}) for name, d in deployments.items()}
+
+    assert parameters["nightly-training"] == {"config_file": "configs/demo.yaml"}
+    assert (ROOT / parameters["nightly-training"]["config_file"]).is_file()
+    flat = yaml.safe_dump(parameters)
+    assert not [key for key in thresholds if key in flat]
+    for deployment in deployments.values():
+        env = deployment["work_pool"]["job_variables"]["env"]
+        assert env["PRIVGATE_POLICY"] == "configs/policy.yaml"
+        assert load_policy(ROOT / env["PRIVGATE_POLICY"]).min_k >= 2
+
+
+def test_when_the_file_flow_runs_then_its_parameters_point_at_a_config_and_overrides() -> None:
+    schema = parameter_schema(privacy_gated_training_from_file.fn).model_dump()
+
+    assert set(schema["properties"]) == {"config_file", "overrides"}
+    assert schema["properties"]["config_file"]["default"] == "configs/demo.yaml"
 
 
 def test_when_the_ui_renders_the_form_then_fields_have_help_and_choices_are_dropdowns() -> None:
@@ -34,7 +91,9 @@ def test_when_the_ui_renders_the_form_then_fields_have_help_and_choices_are_drop
     assert dp["accountant"]["enum"] == ["prv", "rdp", "gdp"]
     assert "Opacus" in dp["target_epsilon"]["description"]
     assert definitions["TrainingConfig"]["properties"]["model"]["enum"] == ["logistic", "mlp"]
-    assert schema["required"] == ["config"]
+    # The form opens filled with the reviewed config file.
+    default = schema["properties"]["config"]["default"]
+    assert PipelineConfig.model_validate(default) == load_config(ROOT / "configs" / "demo.yaml")
 
 
 def test_when_the_sweep_is_deployed_then_its_entrypoint_and_grid_form_resolve() -> None:
