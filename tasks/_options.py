@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
+from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
-from prefect.cache_policies import NO_CACHE
+from prefect.cache_policies import NO_CACHE, CachePolicy
+from prefect.context import TaskRunContext
+from prefect.utilities.hashing import hash_objects
 
 from privgate.errors import ServiceUnavailableError
+from privgate.home import PROJECT_ROOT
 
 # Results hold raw rows: never persisted, never cached.
 IN_MEMORY: dict[str, Any] = {"persist_result": False, "cache_policy": NO_CACHE}
@@ -32,3 +39,57 @@ RETRY_WHEN_UNREACHABLE: dict[str, Any] = {
     "retry_jitter_factor": 0.2,
     "retry_condition_fn": _service_unavailable,
 }
+
+
+@dataclass
+class ContentKeyed(CachePolicy):
+    """Cache key: the raw tables' content hashes, the config sections the task reads, the code.
+
+    Never the inputs themselves (they are raw rows): a table with other content, a
+    changed setting in `sections`, or other privgate code (sources, expectation suites)
+    is another key, so a check's result is never reused for different data. The task's
+    result must hold aggregates only: it is persisted in Prefect's result storage.
+    """
+
+    sections: tuple[str, ...] = ()
+
+    def compute_key(
+        self,
+        task_ctx: TaskRunContext,
+        inputs: dict[str, Any],
+        flow_parameters: dict[str, Any],
+        **kwargs: Any,
+    ) -> str | None:
+        tables, config = inputs.get("tables"), inputs.get("config")
+        if tables is None or config is None:
+            return None  # not cacheable: run it
+        settings = {name: getattr(config, name).model_dump(mode="json") for name in self.sections}
+        return hash_objects(
+            task_ctx.task.name,
+            tables.train_sha256,
+            tables.test_sha256,
+            settings,
+            code_sha256(),
+            raise_on_failure=True,
+        )
+
+
+@functools.cache
+def code_sha256() -> str:
+    """Return a hash of every file the pipeline's results depend on (code, suites, configs)."""
+    digest = hashlib.sha256()
+    for folder in ("privgate", "audits", "tasks", "expectations"):
+        for path in sorted((PROJECT_ROOT / folder).rglob("*")):
+            if path.is_file() and "__pycache__" not in path.parts:
+                digest.update(str(path.relative_to(PROJECT_ROOT)).encode())
+                digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def content_keyed(*sections: str) -> dict[str, Any]:
+    """Task options: results persisted and cached under a `ContentKeyed` key (7 days)."""
+    return {
+        "persist_result": True,
+        "cache_policy": ContentKeyed(sections=sections),
+        "cache_expiration": timedelta(days=7),
+    }

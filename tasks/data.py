@@ -9,7 +9,7 @@ from privgate import stages
 from privgate.config import PipelineConfig
 from privgate.errors import ValidationFailedError, withheld
 from privgate.validation import ValidationReport
-from tasks._options import IN_MEMORY
+from tasks._options import IN_MEMORY, content_keyed
 
 
 @task(name="ingest", **IN_MEMORY)
@@ -26,7 +26,7 @@ def ingest_tables(config: PipelineConfig) -> stages.Tables:
     return tables
 
 
-@task(name="validate", **IN_MEMORY)
+@task(name="validate", **content_keyed("data"))
 def validate_raw_table(tables: stages.Tables, config: PipelineConfig) -> ValidationReport:
     """Validate the raw tables with Great Expectations; a failure stops the run."""
     try:

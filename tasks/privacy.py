@@ -10,10 +10,10 @@ from privgate.config import PipelineConfig, PrivacyPolicy
 from privgate.errors import withheld
 from privgate.model_card import escape_markdown
 from privgate.pii import ScanReport
-from tasks._options import IN_MEMORY
+from tasks._options import IN_MEMORY, content_keyed
 
 
-@task(name="scan-pii", **IN_MEMORY)
+@task(name="scan-pii", **content_keyed("data", "pii"))
 def scan_pii(tables: stages.Tables, config: PipelineConfig) -> ScanReport:
     """Classify every column of the raw training table with Presidio."""
     with withheld("scan-pii"):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -43,6 +44,7 @@ NOTE = (
 # Fragments searched for, raw bytes, in every file the runs wrote.
 NEEDLES = ["Quorvath", "Zelbrandt", "canary7731", "555-7731", "371-44-7731", "Canarywood"]
 BAD_CATEGORY = "Zorblax-CANARY-9931"
+CACHED = re.compile(r"Task run '([a-z-]+)-\w+' - Finished in state Cached")
 
 
 @pytest.fixture(scope="module")
@@ -64,8 +66,12 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     results = {
         "promoted": run_cli(home, "run", "--json"),
         "no_dp": run_cli(home, "run", "--json", "--set", "training.dp.enabled=false"),
-        "invalid": run_cli(home, "run", "--json", "--set", f"data.train_path={bad / 'train.csv'}"),
     }
+    # The same path and config, other content: the cached validation must not be reused.
+    original = Path(train).read_bytes()
+    Path(train).write_bytes((bad / "train.csv").read_bytes())
+    results["invalid"] = run_cli(home, "run", "--json")
+    Path(train).write_bytes(original)
     results["show"] = run_cli(home, "models", "show", "privgate-adult-income", "--json")
     results["list"] = run_cli(home, "models", "list", "--json")
     results["load"] = run_cli(home, "models", "load", "privgate-adult-income", "--json")
@@ -147,9 +153,21 @@ def test_when_a_version_is_shown_then_it_carries_gates_dp_params_and_lineage(run
     assert len(shown["lineage"]["privgate.lineage.config_sha256"]) == 64
 
 
+def test_when_the_same_data_runs_again_then_validation_and_scan_come_from_the_cache(
+    runs: dict,
+) -> None:
+    first: Run = runs["promoted"]
+    again: Run = runs["no_dp"]  # another training config, the same data and PII settings
+
+    assert CACHED.findall(first.stderr) == []
+    assert sorted(CACHED.findall(again.stderr)) == ["scan-pii", "validate"]
+
+
 def test_when_the_raw_table_fails_validation_then_nothing_is_trained(runs: dict) -> None:
     run: Run = runs["invalid"]
 
+    # Same path and config as the runs before: the content hash keyed a new validation.
+    assert CACHED.findall(run.stderr) == []
     assert run.code == 1
     assert "expect_column_values_to_be_in_set(sex)" in run.json()["error"]
     versions = runs["list"].json()[0]["versions"]
