@@ -255,6 +255,8 @@ def _servers(root: Path, logs: Path, socket_dir: Path, deployments: list[str]) -
                 f"postgresql+asyncpg://postgres@/prefect?host={socket_dir}"
             ),
             PREFECT_UI_ENABLED="true",
+            # The URL the browser's UI calls back: this server's, on its random port.
+            PREFECT_UI_API_URL=stack.api,
         )
         server_env.pop("PREFECT_API_URL")
         prefect = stack.start(
