@@ -29,8 +29,8 @@ run: $(STAMP) ## write the demo data, then run the privacy-gated pipeline on it
 test: $(STAMP) ## run the whole test suite (unit, config, flow and end-to-end)
 	$(BIN)/python -m pytest
 
-test-fast: $(STAMP) ## run the tests but the end-to-end ones
-	$(BIN)/python -m pytest -m "not e2e"
+test-fast: $(STAMP) ## run the unit and config tests (no end-to-end or server tests)
+	$(BIN)/python -m pytest -m "not e2e and not server"
 
 lint: $(STAMP) ## ruff lint and format check
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -25,6 +25,7 @@ from prefect.runtime import flow_run
 from prefect.states import Completed, Failed, State
 
 from flows._runners import fan_out, submit
+from flows.privacy_gated_training import DEFAULT_CONFIG
 from privgate import stages
 from privgate import sweep as sw
 from privgate.config import PipelineConfig, PrivacyPolicy, load_policy
@@ -40,7 +41,7 @@ from tasks.sweep import PointOutcome, run_sweep_point
 
 @flow(name="privacy-utility-sweep", persist_result=False, validate_parameters=True)
 def privacy_utility_sweep(
-    config: PipelineConfig, sweep: sw.SweepConfig | None = None
+    config: PipelineConfig = DEFAULT_CONFIG, sweep: sw.SweepConfig | None = None
 ) -> State[Any]:
     """Run the pipeline over a grid of epsilon x k; register the best point that passes."""
     started = time.perf_counter()

@@ -107,7 +107,7 @@ def test_when_the_sweep_is_deployed_then_its_entrypoint_and_grid_form_resolve() 
     assert (ROOT / path).is_file()
     assert privacy_utility_sweep.fn.__name__ == name
     assert privacy_utility_sweep.name == "privacy-utility-sweep"
-    assert schema["required"] == ["config"]
+    assert "default" in schema["properties"]["config"]  # the form opens filled
     grid = schema["definitions"]["SweepConfig"]["properties"]
     assert {"epsilons", "ks", "workers"} <= set(grid)
     assert all(field.get("description") for field in grid.values())
