@@ -5,9 +5,10 @@ each bring their config from the UI form or a file. So the flows open the config
 runner for their fan-out steps only (the audit's reference models and canary runs, the
 sweep's points) and submit to it; every other task runs on the flow's default runner.
 
-Every task result crosses to the runner in memory: to a Dask cluster that means the
-anonymized training table travels to its workers, so point `dask_address` only at a
-cluster inside the trust boundary the raw data may enter.
+Every task input crosses to the runner: to a Dask cluster that means the audit's
+anonymized training table, and each sweep point's raw tables (a point anonymizes to its
+own k), travel to its workers, whose memory Dask may spill to disk. Point
+`dask_address` only at a cluster inside the trust boundary the raw data may enter.
 """
 
 from __future__ import annotations

@@ -40,9 +40,7 @@ def champion_reaudit(alias: str = "champion") -> State[Any]:
     if not failed:
         return Completed(message=f"{name} version {version} still passes", data=summary)
     reason = "; ".join(failed)
-    demoted = demote_model(model_name=name, alias=alias, version=version, reason=reason)
-    summary["demoted"] = demoted
-    return Failed(
-        message=f"{name} version {version} {'demoted' if demoted else 'failed'}: {reason}",
-        data=summary,
-    )
+    removed = demote_model(model_name=name, alias=alias, version=version, reason=reason)
+    summary |= {"demoted": True, "alias_removed": removed}
+    moved = "" if removed else f" ({alias} had already moved to another version)"
+    return Failed(message=f"{name} version {version} demoted{moved}: {reason}", data=summary)

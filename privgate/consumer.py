@@ -93,7 +93,9 @@ def verify_version(
         statement_file = mlflow.artifacts.download_artifacts(
             run_id=mv.run_id, artifact_path=attestation_path(str(mv.version)), dst_path=str(work)
         )
-    except (MlflowException, OSError):
+    except (MlflowException, OSError) as exc:
+        if is_transient(exc):  # the artifact store is down, not the attestation missing
+            raise
         raise RefusedError(f"{what}: its attestation artifact is missing") from None
     payload = Path(statement_file).read_bytes()
     if not attestation.signature_valid(payload, signature, public_key):

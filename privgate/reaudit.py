@@ -32,7 +32,13 @@ from privgate.home import resolve_path
 from privgate.registry import configure_mlflow
 from privgate.training import DpReport, TrainedModel, accuracy, build_network
 
+# Every gate a trained model can be judged on again without retraining: today's budget
+# and delta limits and accuracy floor, and the audit's. (The data gates judge the
+# anonymized table, which the lineage check already pins to the one trained on.)
 AUDIT_GATES = (
+    "privacy_budget",
+    "privacy_delta",
+    "utility",
     "membership_inference_auc",
     "membership_inference_tpr",
     "dp_consistency",
@@ -111,7 +117,13 @@ def reaudit(
         population=data.test,
     )
     report = stages.run_audit(trained, config)
-    evidence = Evidence(epsilon=dp.epsilon_spent, delta=dp.delta, **stages.audit_evidence(report))
+    evidence = Evidence(
+        epsilon=dp.epsilon_spent,
+        delta=dp.delta,
+        n_train=n_train,
+        accuracy=trained.test_accuracy,
+        **stages.audit_evidence(report),
+    )
     gates = run_gates(evidence, policy, AUDIT_GATES)
     summary = {
         "model_name": name,
@@ -132,7 +144,9 @@ def _recorded_config(client: Any, run_id: str, name: str, version: str) -> Pipel
     with tempfile.TemporaryDirectory(prefix="privgate-reaudit-") as tmp:
         try:
             path = client.download_artifacts(run_id, "reports/config.json", tmp)
-        except (MlflowException, OSError):
+        except (MlflowException, OSError) as exc:
+            if is_transient(exc):  # the artifact store is down, not the config missing
+                raise
             raise RegistryError(
                 f"version {version} of {name!r} has no recorded config (reports/config.json)"
             ) from None

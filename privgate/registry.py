@@ -333,17 +333,12 @@ def _promote(
     moves forward, so the older run finishing last leaves the newer champion in place.
     A version demoted since it was approved never gets the alias back.
     """
-    from mlflow.exceptions import MlflowException
-
     with _promotion(model_name, lock):
         if (client.get_model_version(model_name, version).tags or {}).get(STATUS_TAG) != (
             "approved"
         ):
             return False
-        try:
-            current = client.get_model_version_by_alias(model_name, alias)
-        except MlflowException:
-            current = None
+        current = _aliased(client, model_name, alias)
         if current is not None and int(current.version) > int(version):
             tags = current.tags or {}
             if tags.get(STATUS_TAG) == "approved" and tags.get(SIGNATURE_TAG):
@@ -352,16 +347,27 @@ def _promote(
         return True
 
 
-def champion_version(model_name: str, alias: str) -> str | None:
-    """Return the version `alias` of `model_name` points at, or None if it points nowhere."""
+# What MLflow answers for an alias (or a model) that does not exist; anything else, an
+# outage or a refused credential, is an error and never reads as "no champion".
+_NO_SUCH_ALIAS = {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"}
+
+
+def _aliased(client: Any, model_name: str, alias: str) -> Any | None:
+    """Return the version `alias` points at, or None when the alias or model does not exist."""
     from mlflow.exceptions import MlflowException
 
     try:
-        return str(_client().get_model_version_by_alias(model_name, alias).version)
+        return client.get_model_version_by_alias(model_name, alias)
     except MlflowException as exc:
-        if is_transient(exc):
+        if is_transient(exc) or exc.error_code not in _NO_SUCH_ALIAS:
             raise
         return None
+
+
+def champion_version(model_name: str, alias: str) -> str | None:
+    """Return the version `alias` of `model_name` points at, or None if it points nowhere."""
+    current = _aliased(_client(), model_name, alias)
+    return None if current is None else str(current.version)
 
 
 def demote(
@@ -372,28 +378,23 @@ def demote(
     reason: str,
     promotion_lock: PromotionLock | None = None,
 ) -> bool:
-    """Take `alias` off `version` and mark the version demoted, with `reason`.
+    """Mark `version` demoted, with `reason`, and take `alias` off it if it still holds it.
 
-    Only if the alias still points at `version`: a newer champion promoted while the
-    re-audit ran is not the one it judged. The version's status becomes `demoted`, so no
-    consumer loads it and no retried registration promotes it again. Returns whether
-    the alias was removed.
+    The status `demoted` stops every consumer loading the version (by alias or by
+    number) and any retried registration promoting it again. The alias is removed only
+    if it still points at `version`: a newer champion promoted while the re-audit ran
+    is not the one it judged. Returns whether the alias was removed.
     """
-    from mlflow.exceptions import MlflowException
-
     client = _client()
     with _promotion(model_name, promotion_lock):
-        try:
-            current = client.get_model_version_by_alias(model_name, alias)
-        except MlflowException:
-            return False
-        if str(current.version) != str(version):
-            return False
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         # Status first: if the alias removal fails, consumers already refuse the version.
         client.set_model_version_tag(model_name, version, STATUS_TAG, "demoted")
         client.set_model_version_tag(model_name, version, DEMOTED_TAG, stamp)
         client.set_model_version_tag(model_name, version, DEMOTED_REASON_TAG, reason[:4000])
+        current = _aliased(client, model_name, alias)
+        if current is None or str(current.version) != str(version):
+            return False
         client.delete_registered_model_alias(model_name, alias)
         return True
 

@@ -1,8 +1,10 @@
 """Tasks of the champion's scheduled re-audit: find it, verify it, re-audit it.
 
-Each returns a verdict instead of raising when the check itself fails: a champion that
-cannot be re-verified fails closed (the flow demotes it). Only an unreachable server
-raises, so the task retries and an outage never demotes a champion.
+Each returns a failed verdict when the champion itself is at fault: verification
+refuses it, today's gates fail it, or its lineage can no longer be rebuilt (nothing
+vouches for it any more: fail closed). The flow then demotes it. What says nothing about
+the champion raises instead and fails the run without demoting: an unreachable server
+(retried first), a worker without the public key, an unexpected error.
 """
 
 from __future__ import annotations
@@ -15,8 +17,8 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
 from privgate.config import PrivacyPolicy
-from privgate.consumer import verify_version
-from privgate.errors import PrivgateError, ServiceUnavailableError, withheld
+from privgate.consumer import RefusedError, verify_version
+from privgate.errors import DataError, RegistryError, withheld
 from privgate.reaudit import reaudit
 from privgate.registry import champion_version
 from tasks._options import IN_MEMORY, RETRY_WHEN_UNREACHABLE
@@ -45,9 +47,7 @@ def verify_champion(model_name: str, version: str) -> Verdict:
         try:
             with withheld("verify-champion"):
                 verify_version(model_name, alias=None, version=version, download_to=Path(tmp))
-        except ServiceUnavailableError:
-            raise
-        except PrivgateError as exc:  # refused, or no public key to verify with
+        except RefusedError as exc:
             return Verdict("registry verification", False, str(exc))
     return Verdict("registry verification", True)
 
@@ -58,9 +58,7 @@ def reaudit_champion(model_name: str, version: str, policy: PrivacyPolicy) -> Ve
     try:
         with withheld("reaudit-champion"):
             report, gates, _ = reaudit(model_name, version=version, alias="", policy=policy)
-    except ServiceUnavailableError:
-        raise
-    except PrivgateError as exc:
+    except (DataError, RegistryError) as exc:
         # The lineage cannot be rebuilt (data changed, artifacts gone): nothing vouches for
         # the version any more, so the re-audit fails closed.
         return Verdict("re-audit", False, f"the re-audit could not run: {exc}")

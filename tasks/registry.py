@@ -29,8 +29,9 @@ def promotion_limit(model_name: str) -> str:
 def promotion_slot(model_name: str) -> Iterator[None]:
     """Hold the model's one promotion slot, on whatever machine the task runs.
 
-    The limit (1 slot) is created on first use, so a new model needs no set-up; an
-    operator may pause promotions by setting it inactive in the Prefect UI.
+    The limit (1 slot) is created on first use, so a new model needs no set-up. Keep it
+    active: Prefect grants every request on an inactive limit, which would let
+    promotions on different machines interleave (each host's file lock remains).
     """
     name = promotion_limit(model_name)
     with get_client(sync_client=True) as client:
@@ -75,14 +76,19 @@ def register_model(
 
 @task(name="demote-model", **IN_MEMORY, **RETRY_WHEN_UNREACHABLE)
 def demote_model(*, model_name: str, alias: str, version: str, reason: str) -> bool:
-    """Take the alias off a version that no longer passes, and tag why."""
+    """Tag a version that no longer passes demoted, with why; take the alias off it.
+
+    Returns whether the alias was removed (False when it had moved to another version).
+    """
     with withheld("demote-model"):
-        demoted = demote(
+        removed = demote(
             model_name, alias=alias, version=version, reason=reason, promotion_lock=promotion_slot
         )
-    logger = get_run_logger()
-    if demoted:
-        logger.warning("demoted %s version %s from %r: %s", model_name, version, alias, reason)
-    else:
-        logger.info("%s@%s is no longer version %s: nothing to demote", model_name, alias, version)
-    return demoted
+    get_run_logger().warning(
+        "demoted %s version %s%s: %s",
+        model_name,
+        version,
+        f", removed from {alias!r}" if removed else "",
+        reason,
+    )
+    return removed

@@ -82,17 +82,32 @@ def test_when_the_champion_is_demoted_then_consumers_refuse_it_and_no_retry_prom
         load_approved_model(NAME)
 
 
-def test_when_a_newer_champion_took_the_alias_then_demoting_the_old_one_leaves_it(
+def test_when_a_newer_champion_took_the_alias_then_demoting_the_old_one_leaves_the_alias(
     home: Path,
 ) -> None:
     old = register(approved=True, run_key="run-a")
     new = register(approved=True, run_key="run-b")
 
-    demoted = demote(NAME, alias="champion", version=old, reason="re-audit failed")
+    removed = demote(NAME, alias="champion", version=old, reason="re-audit failed")
 
-    assert demoted is False
+    assert removed is False
     assert champion_version(NAME, "champion") == new
-    assert MlflowClient().get_model_version(NAME, old).tags[STATUS_TAG] == "approved"
+    # The judged version is still demoted: loading it by number is refused too.
+    assert MlflowClient().get_model_version(NAME, old).tags[STATUS_TAG] == "demoted"
+    with pytest.raises(RefusedError, match="'demoted', not approved"):
+        verify_version(NAME, alias=None, version=old)
+
+
+def test_when_the_registry_refuses_the_credentials_then_no_champion_is_not_the_answer(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def forbidden(*args: Any, **kwargs: Any) -> Any:
+        raise MlflowException("forbidden", error_code="PERMISSION_DENIED")
+
+    monkeypatch.setattr(MlflowClient, "get_model_version_by_alias", forbidden)
+
+    with pytest.raises(MlflowException):
+        champion_version(NAME, "champion")
 
 
 def _closed_port() -> int:
