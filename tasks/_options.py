@@ -6,6 +6,7 @@ import functools
 import hashlib
 from dataclasses import dataclass
 from datetime import timedelta
+from importlib.metadata import version
 from typing import Any
 
 from prefect.cache_policies import NO_CACHE, CachePolicy
@@ -13,7 +14,7 @@ from prefect.context import TaskRunContext
 from prefect.utilities.hashing import hash_objects
 
 from privgate.errors import ServiceUnavailableError
-from privgate.home import PROJECT_ROOT
+from privgate.home import PROJECT_ROOT, resolve_path
 
 # Results hold raw rows: never persisted, never cached.
 IN_MEMORY: dict[str, Any] = {"persist_result": False, "cache_policy": NO_CACHE}
@@ -43,15 +44,16 @@ RETRY_WHEN_UNREACHABLE: dict[str, Any] = {
 
 @dataclass
 class ContentKeyed(CachePolicy):
-    """Cache key: the raw tables' content hashes, the config sections the task reads, the code.
+    """Cache key: the raw tables' content hashes, the settings the task reads, the code.
 
-    Never the inputs themselves (they are raw rows): a table with other content, a
-    changed setting in `sections`, or other privgate code (sources, expectation suites)
-    is another key, so a check's result is never reused for different data. The task's
-    result must hold aggregates only: it is persisted in Prefect's result storage.
+    Never the inputs themselves (they are raw rows). Another table content, another value
+    of a setting in `settings` (dotted config paths), another expectation suite file, or
+    other privgate code or library versions is another key, so a check's result is never
+    reused for different data. The task's result must hold aggregates only: it is
+    persisted in Prefect's result storage.
     """
 
-    sections: tuple[str, ...] = ()
+    settings: tuple[str, ...] = ()
 
     def compute_key(
         self,
@@ -63,33 +65,52 @@ class ContentKeyed(CachePolicy):
         tables, config = inputs.get("tables"), inputs.get("config")
         if tables is None or config is None:
             return None  # not cacheable: run it
-        settings = {name: getattr(config, name).model_dump(mode="json") for name in self.sections}
+        settings = {path: _setting(config, path) for path in self.settings}
+        suite = resolve_path(config.data.expectation_suite)
         return hash_objects(
             task_ctx.task.name,
             tables.train_sha256,
             tables.test_sha256,
             settings,
+            hashlib.sha256(suite.read_bytes()).hexdigest() if suite.is_file() else None,
             code_sha256(),
             raise_on_failure=True,
         )
 
 
+def _setting(config: Any, path: str) -> Any:
+    value = config
+    for part in path.split("."):
+        value = getattr(value, part)
+    return value.model_dump(mode="json") if hasattr(value, "model_dump") else value
+
+
+# What a scan or a validation also depends on besides privgate's own files.
+_LIBRARIES = ("presidio-analyzer", "spacy", "great-expectations", "pandas", "numpy")
+
+
 @functools.cache
 def code_sha256() -> str:
-    """Return a hash of every file the pipeline's results depend on (code, suites, configs)."""
+    """Return a hash of privgate's code, its bundled suites and the libraries it judges with.
+
+    Computed once per process (44 files, about 0.6 MB): a worker that updates its checkout
+    is restarted anyway.
+    """
     digest = hashlib.sha256()
     for folder in ("privgate", "audits", "tasks", "expectations"):
         for path in sorted((PROJECT_ROOT / folder).rglob("*")):
             if path.is_file() and "__pycache__" not in path.parts:
                 digest.update(str(path.relative_to(PROJECT_ROOT)).encode())
                 digest.update(path.read_bytes())
+    for package in _LIBRARIES:
+        digest.update(f"{package}=={version(package)}".encode())
     return digest.hexdigest()
 
 
-def content_keyed(*sections: str) -> dict[str, Any]:
+def content_keyed(*settings: str) -> dict[str, Any]:
     """Task options: results persisted and cached under a `ContentKeyed` key (7 days)."""
     return {
         "persist_result": True,
-        "cache_policy": ContentKeyed(sections=sections),
+        "cache_policy": ContentKeyed(settings=settings),
         "cache_expiration": timedelta(days=7),
     }

@@ -13,7 +13,11 @@ from privgate.pii import ScanReport
 from tasks._options import IN_MEMORY, content_keyed
 
 
-@task(name="scan-pii", **content_keyed("data", "pii"))
+# The scan also reads the declared quasi-identifiers and samples with the seed.
+@task(
+    name="scan-pii",
+    **content_keyed("data", "pii", "anonymization.quasi_identifiers", "training.seed"),
+)
 def scan_pii(tables: stages.Tables, config: PipelineConfig) -> ScanReport:
     """Classify every column of the raw training table with Presidio."""
     with withheld("scan-pii"):
