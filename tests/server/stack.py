@@ -160,10 +160,12 @@ def _wait_http(url: str, what: str, process: subprocess.Popen[bytes], timeout: f
 def postgres_bin() -> Path:
     """Return the newest PostgreSQL server binaries: `$PRIVGATE_PG_BIN`, else Debian's."""
     if configured := os.environ.get("PRIVGATE_PG_BIN"):
-        return Path(configured)
-    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"), key=lambda p: int(p.parts[-3]))
+        found = [Path(configured) / "pg_ctl"] if (Path(configured) / "pg_ctl").is_file() else []
+    else:
+        debian = Path("/usr/lib/postgresql").glob("*/bin/pg_ctl")
+        found = sorted(debian, key=lambda p: int(p.parts[-3]))
     if not found:
-        raise RuntimeError("no PostgreSQL server binaries: `apt-get install postgresql`")
+        raise RuntimeError("PostgreSQL's server binaries (`apt-get install postgresql`)")
     return found[-1].parent
 
 

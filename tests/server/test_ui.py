@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 from pathlib import Path
 
 import pytest
@@ -19,8 +18,6 @@ import pytest
 from tests.server.stack import Stack
 
 pytestmark = pytest.mark.server
-
-CHROMIUM = os.environ.get("PRIVGATE_CHROMIUM", "/usr/bin/chromium")
 
 
 @pytest.fixture
@@ -31,16 +28,14 @@ def screenshots(tmp_path: Path) -> Path:
 
 
 def test_when_a_person_starts_manual_training_from_the_ui_then_the_run_completes(
-    stack: Stack, screenshots: Path
+    chromium: str, stack: Stack, screenshots: Path
 ) -> None:
-    if shutil.which(CHROMIUM) is None:
-        pytest.fail(f"{CHROMIUM} not found: `apt-get install chromium` (or PRIVGATE_CHROMIUM)")
     from playwright.sync_api import expect, sync_playwright
 
     deployment = stack.deployment_id("privacy-gated-training/manual-training")
     with sync_playwright() as playwright:
         # --no-sandbox: Chromium's sandbox cannot start as root (CI runs as root).
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
         page = browser.new_page(viewport={"width": 1400, "height": 2000})
         page.set_default_timeout(60_000)
 
