@@ -154,3 +154,25 @@ def test_when_a_registry_task_fails_then_only_an_unreachable_server_is_retried(
     for task in (register_model, demote_model, reaudit_champion):
         assert task.retries == 3
         assert task.retry_condition_fn(task, None, state) is retried
+
+
+def test_when_the_champion_is_refused_then_the_check_fails_but_a_missing_key_is_an_error(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from privgate.config import load_policy
+    from privgate.errors import ConfigError
+    from tasks.champion import reaudit_champion, verify_champion
+
+    version = register(approved=True, run_key="run-a")
+    MlflowClient().set_model_version_tag(NAME, version, STATUS_TAG, "rejected")
+
+    refused = verify_champion.fn(NAME, version)
+    # The test registration records no config: the lineage cannot be rebuilt (fail closed).
+    unrebuildable = reaudit_champion.fn(NAME, version, load_policy())
+    monkeypatch.setenv("PRIVGATE_VERIFY_KEY_FILE", str(home / "absent.pub"))
+
+    assert (refused.passed, unrebuildable.passed) == (False, False)
+    assert "not approved" in refused.reason
+    assert "no recorded config" in unrebuildable.reason
+    with pytest.raises(ConfigError, match="no public key"):  # the worker's fault, not the model's
+        verify_champion.fn(NAME, version)
