@@ -271,6 +271,9 @@ def test_when_the_champion_is_re_audited_then_its_lineage_rebuilds_the_audit(run
         "gates",
     } <= set(result)
     assert [g["name"] for g in result["gates"]] == [
+        "privacy_budget",
+        "privacy_delta",
+        "utility",
         "membership_inference_auc",
         "membership_inference_tpr",
         "dp_consistency",
