@@ -13,9 +13,7 @@ own k), travel to its workers, whose memory Dask may spill to disk. Point
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Iterator
 from typing import Any, TypeVar
 
 from prefect import Task
@@ -30,7 +28,7 @@ DASK_ADDRESS_ENV = "PRIVGATE_DASK_ADDRESS"
 
 
 def build_runner(orchestration: OrchestrationConfig) -> TaskRunner[Any]:
-    """Return an unstarted task runner for `orchestration`."""
+    """Return an unstarted task runner for `orchestration` (a context manager: `with`)."""
     if orchestration.task_runner == "processes":
         return ProcessPoolTaskRunner(max_workers=orchestration.workers)
     if orchestration.task_runner == "dask":
@@ -51,13 +49,6 @@ def build_runner(orchestration: OrchestrationConfig) -> TaskRunner[Any]:
             }
         )
     return ThreadPoolTaskRunner()
-
-
-@contextlib.contextmanager
-def fan_out(orchestration: OrchestrationConfig) -> Iterator[TaskRunner[Any]]:
-    """Start the configured runner for the block; wait for and stop it on the way out."""
-    with build_runner(orchestration) as runner:
-        yield runner
 
 
 def submit(runner: TaskRunner[Any], task: Task[..., R], **parameters: Any) -> PrefectFuture[R]:

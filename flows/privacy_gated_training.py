@@ -19,7 +19,7 @@ from prefect import flow
 from prefect.states import Completed, Failed, State
 
 from audits.suite import AuditReport
-from flows._runners import fan_out, submit
+from flows._runners import build_runner, submit
 from privgate import stages
 from privgate.config import PipelineConfig, load_config, load_policy
 from privgate.home import resolve_path
@@ -94,7 +94,7 @@ def privacy_gated_training_from_file(
 def _audit(trained: stages.Trained, config: PipelineConfig) -> AuditReport:
     """Fan the audit's training runs out on the configured runner, then attack."""
     started = time.perf_counter()
-    with fan_out(config.orchestration) as runner:
+    with build_runner(config.orchestration) as runner:
         groups = [
             submit(runner, train_reference_models, trained=trained, config=config, group=group)
             for group in range(len(stages.reference_group_sizes(config)))

@@ -24,7 +24,7 @@ from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run
 from prefect.states import Completed, Failed, State
 
-from flows._runners import fan_out, submit
+from flows._runners import build_runner, submit
 from flows.privacy_gated_training import DEFAULT_CONFIG
 from privgate import stages
 from privgate import sweep as sw
@@ -60,7 +60,7 @@ def privacy_utility_sweep(
         running: list[PrefectFuture[PointOutcome]] = []
         # The pool (processes, a temporary Dask cluster) is as wide as the points in flight.
         orchestration = config.orchestration.model_copy(update={"workers": sweep.workers})
-        with fan_out(orchestration) as runner:
+        with build_runner(orchestration) as runner:
             for point in sweep.points():
                 if len(running) >= sweep.workers:
                     outcomes.append(running.pop(0).result())
