@@ -2,11 +2,12 @@
 
     find-champion -> verify-champion (status, signature, artifact digests)
                   -> reaudit-champion (today's attacks and policy, on its recorded lineage)
-                  -> [either failed] -> demote-model (alias removed, version tagged demoted)
+                  -> [either failed] -> demote-model (version tagged demoted, alias removed)
 
 Scheduled weekly: attacks improve, policies tighten, artifacts can be tampered with.
-A check that cannot run fails closed and demotes; an unreachable server is retried
-and, if it stays down, fails the run without demoting anything.
+A lineage that can no longer be rebuilt fails closed and demotes. What says nothing about
+the champion (an unreachable server, retried first; a worker without the public key; an
+unexpected error) fails the run and demotes nothing.
 """
 
 from __future__ import annotations
