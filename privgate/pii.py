@@ -169,6 +169,7 @@ class PiiEngine:
         score_threshold: float,
         ner_scope: NerScope = "capitalized",
         processes: int = 1,
+        strict_phone_validation: bool = False,
     ) -> None:
         _use_bundled_suffix_list()
         import spacy
@@ -208,7 +209,9 @@ class PiiEngine:
             )
         )
         english_words = _english_words(nlp_engine.nlp[language])
-        for recognizer in custom_recognizers(language, english_words):
+        for recognizer in custom_recognizers(
+            language, english_words, strict_phone_validation=strict_phone_validation
+        ):
             registry.add_recognizer(recognizer)
         self._nlp_engine = nlp_engine
         self._nlp = nlp_engine.nlp[language]
@@ -236,6 +239,7 @@ class PiiEngine:
             "score_threshold": score_threshold,
             "ner_scope": ner_scope,
             "processes": 1,
+            "strict_phone_validation": strict_phone_validation,
         }
         self._executor: ProcessPoolExecutor | None = None
         self._pool_lock = threading.Lock()
@@ -606,6 +610,7 @@ def get_engine(
     score_threshold: float,
     ner_scope: NerScope = "capitalized",
     processes: int = 1,
+    strict_phone_validation: bool = False,
 ) -> PiiEngine:
     """Return the process-wide engine for these settings (spaCy loads in seconds)."""
     return PiiEngine(
@@ -614,6 +619,7 @@ def get_engine(
         score_threshold=score_threshold,
         ner_scope=ner_scope,
         processes=processes,
+        strict_phone_validation=strict_phone_validation,
     )
 
 

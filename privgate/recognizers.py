@@ -18,6 +18,7 @@ skipping changes no finding.
 from __future__ import annotations
 
 import copy
+import itertools
 import re
 from typing import Any
 
@@ -30,6 +31,8 @@ from presidio_analyzer import (
     PatternRecognizer,
     RecognizerResult,
 )
+
+from privgate.names import NameLexicon, name_lexicon
 
 # Presidio compiles patterns with IGNORECASE by default; these rely on capitals.
 _CASE_SENSITIVE = re.DOTALL | re.MULTILINE
@@ -53,8 +56,18 @@ _DE_SUFFIX = r"straße|strasse|str\.|weg|allee|platz|gasse|ring|damm|ufer|chauss
 _ES_TYPE = r"Calle|C/|Avenida|Avda\.|Plaza|Paseo|Camino|Carrer|Ronda|Travesía"
 _ES_LINK = r"(?:(?:de|del|la|las|los|el)\s+)"
 
+# Titles and honorifics that stand before a surname, in the languages the notes use
+# (`Sig.`, `Ing.` and `Dott.` are Italian, `Pt` a clinician's shorthand for patient).
+_TITLES = (
+    "Mr|Mrs|Ms|Mx|Miss|Dr|Prof|Rev|Sir|Dame|Pt|Sig|Sig\\.ra|Sigra|Ing|Dott|Dott\\.ssa|Avv|"
+    "Herr|Frau|Mme|Mlle|Sr|Sra|Srta|Don|Doña|Pan|Pani"
+)
+_TITLED = rf"(?<![\w.])(?:{_TITLES})\.?\s+(?:{_NAME_WORD}\s+){{0,2}}{_NAME_WORD}"
+
 # entity -> (patterns, context words)
 _RECOGNIZERS: dict[str, tuple[tuple[Pattern, ...], tuple[str, ...]]] = {
+    # A title then one to three capitalized words: whoever NER tags or not, a person.
+    "PERSON": ((Pattern("titled name", _TITLED, _SPECIFIC),), ()),
     "US_ZIP_CODE": (
         (
             Pattern("zip", r"\b\d{5}\b(?!-\d)", _AMBIGUOUS),
@@ -206,8 +219,110 @@ class CapitalizedNameRecognizer(LocalRecognizer):
         return results
 
 
-def custom_recognizers(language: str, english_words: frozenset[str]) -> list[EntityRecognizer]:
-    """Return privgate's recognizers for `language`, to add to Presidio's registry."""
+# Phone-shaped digit groups, whether or not a numbering plan assigns them: North-American
+# 3-3-4 with `(`, `)`, `.`, `-` or spaces (an optional +1 in front), and E.164 (`+`, a
+# country code, two to five groups). Presidio's PhoneRecognizer keeps only numbers that
+# libphonenumber validates, so `(232) 213-1582` (no such area code) survived redaction;
+# a mistyped, old or foreign number is still somebody's. Same base score as Presidio's
+# (0.4), raised by the same context words; a validated number scores the same or more.
+PHONE_SHAPE_SCORE = 0.4
+PHONE_SHAPES = (
+    Pattern(
+        "NANP shape",
+        r"(?<![\w+])(?:\+?1[ .-]?)?(?:\(\d{3}\)[ .-]?|\d{3}[ .-])\d{3}[ .-]\d{4}(?!\w)",
+        PHONE_SHAPE_SCORE,
+    ),
+    Pattern(
+        "E.164 shape",
+        r"(?<![\w+])\+\d{1,3}(?:[ .-]?\(?\d{1,4}\)?){2,5}(?!\w)",
+        PHONE_SHAPE_SCORE,
+    ),
+)
+PHONE_CONTEXT = ("phone", "telephone", "tel", "call", "called", "mobile", "cell", "contact")
+
+
+class NameLexiconRecognizer(LocalRecognizer):
+    """A first name from the lexicon, then a surname: a PERSON, whatever NER says.
+
+    A second signal for names besides spaCy's NER (which misses `Regina Jones` or
+    `Bradley Cherry` in ordinary sentences): among two to four capitalized words, a word
+    in the first-name lexicon (`privgate.names`, Faker's every locale) followed by one
+    in the last-name lexicon or not an English word. Scores 0.5: redacted (0.3),
+    counted by the scan (0.5) and the re-scan (0.4).
+    """
+
+    SCORE = 0.5
+
+    def __init__(
+        self,
+        english_words: frozenset[str],
+        lexicon: NameLexicon,
+        supported_language: str = "en",
+    ) -> None:
+        self.english_words = english_words
+        self.lexicon = lexicon
+        self.necessary_patterns = [_NAME_RUN]
+        super().__init__(
+            supported_entities=["PERSON"],
+            name="privgate_name_lexicon",
+            supported_language=supported_language,
+        )
+
+    def load(self) -> None:
+        """Nothing to load: the lexicon is read once per process."""
+
+    def analyze(self, text: str, entities: list[str], nlp_artifacts: Any = None) -> list[Any]:
+        """Return a PERSON result from each first name + surname pair to its run's end."""
+        if "PERSON" not in entities:
+            return []
+        results = []
+        first, last = self.lexicon.first, self.lexicon.last
+        for run in _NAME_RUN.finditer(text):
+            words = list(CAPITALIZED.finditer(text, run.start(), run.end()))
+            for word, following in itertools.pairwise(words):
+                given, surname = word.group().casefold(), following.group().casefold()
+                if given in first and (surname in last or surname not in self.english_words):
+                    results.append(
+                        RecognizerResult(
+                            entity_type="PERSON",
+                            start=word.start(),
+                            end=run.end(),
+                            score=self.SCORE,
+                            analysis_explanation=AnalysisExplanation(
+                                recognizer=self.name,
+                                original_score=self.SCORE,
+                                textual_explanation="first name and surname from the lexicon",
+                            ),
+                            recognition_metadata={
+                                RecognizerResult.RECOGNIZER_NAME_KEY: self.name,
+                                RecognizerResult.RECOGNIZER_IDENTIFIER_KEY: self.id,
+                            },
+                        )
+                    )
+                    break
+        return results
+
+
+def custom_recognizers(
+    language: str, english_words: frozenset[str], *, strict_phone_validation: bool = False
+) -> list[EntityRecognizer]:
+    """Return privgate's recognizers for `language`, to add to Presidio's registry.
+
+    With `strict_phone_validation` off (the default), phone-shaped digit groups are
+    PHONE_NUMBER findings whether or not libphonenumber validates them.
+    """
+    phone_shapes: list[EntityRecognizer] = []
+    if not strict_phone_validation:
+        phone_shapes.append(
+            PatternRecognizer(
+                supported_entity="PHONE_NUMBER",
+                name="privgate_phone_shape",
+                patterns=list(PHONE_SHAPES),
+                context=list(PHONE_CONTEXT),
+                supported_language=language,
+                global_regex_flags=_CASE_SENSITIVE,
+            )
+        )
     patterns: list[EntityRecognizer] = [
         PatternRecognizer(
             supported_entity=entity,
@@ -219,7 +334,12 @@ def custom_recognizers(language: str, english_words: frozenset[str]) -> list[Ent
         )
         for entity, (patterns, context) in _RECOGNIZERS.items()
     ]
-    return [CapitalizedNameRecognizer(english_words, supported_language=language), *patterns]
+    return [
+        CapitalizedNameRecognizer(english_words, supported_language=language),
+        NameLexiconRecognizer(english_words, name_lexicon(), supported_language=language),
+        *patterns,
+        *phone_shapes,
+    ]
 
 
 # Necessary conditions, checked on the normalized text (NFKC, zero-width removed).

@@ -25,6 +25,7 @@ from audits.gates import Evidence, GateReport, run_gates
 from audits.membership_inference import balanced_sample, true_label_probability
 from audits.plots import plot_roc
 from audits.reference_models import Recipe, reference_probabilities
+from audits.residual_pii import IdentifierIndex, ResidualReport, verify_residuals
 from audits.suite import AuditReport, needs_reference, run_attacks
 from privgate import anonymize as anon
 from privgate.config import PipelineConfig, PrivacyPolicy, TrainingConfig
@@ -61,25 +62,63 @@ class Tables:
 
 @dataclass(frozen=True)
 class Anonymized:
-    """The anonymized training table and what was done to it."""
+    """The anonymized training table and what was done to it.
+
+    `identifiers` indexes the raw values of the columns treated as direct identifiers,
+    for the independent residual check (memory only; None: nothing to check against,
+    which fails the residual gate closed).
+    """
 
     frame: pd.DataFrame
     report: anon.AnonymizationReport
+    identifiers: IdentifierIndex | None = None
 
 
 @dataclass(frozen=True)
 class Verification:
-    """Independent re-measurement of the anonymized table."""
+    """Re-measurement of the anonymized table.
+
+    `residual_findings` is the Presidio re-scan (per column); `independent` the verifier
+    that shares no recognizer with the redactor (`audits.residual_pii`): cross-column
+    leaks and identifier shapes. None means it could not run, and the gate fails.
+    """
 
     residual_findings: dict[str, int]
     k_measured: int
     # Fewest distinct sensitive values in a class; None when the column is gone.
     l_measured: int | None = None
+    independent: ResidualReport | None = None
 
     @property
-    def residual_total(self) -> int:
-        """Direct-identifier cells found in the whole table."""
-        return sum(self.residual_findings.values())
+    def residual_total(self) -> int | None:
+        """Identifier cells found by every verifier (None: the independent one did not run)."""
+        if self.independent is None:
+            return None
+        return (
+            sum(self.residual_findings.values())
+            + self.independent.leak_total
+            + self.independent.shape_total
+        )
+
+    def residual_by_verifier(self) -> dict[str, Any]:
+        """Return the findings per verifier and per entity or column pair (counts only)."""
+        out: dict[str, Any] = {"presidio_rescan": sum(self.residual_findings.values())}
+        if self.independent is not None:
+            out["cross_column"] = self.independent.leak_total
+            out["shapes"] = self.independent.shape_total
+            out["cross_column_pairs"] = self.independent.leaks
+            out["shape_entities"] = self.independent.shape_entities()
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready summary (counts and column names only)."""
+        return {
+            "residual_findings": self.residual_findings,
+            "k_measured": self.k_measured,
+            "l_measured": self.l_measured,
+            "independent": None if self.independent is None else self.independent.to_dict(),
+            "residual_total": self.residual_total,
+        }
 
 
 @dataclass
@@ -104,6 +143,7 @@ def engine_for(config: PipelineConfig) -> PiiEngine:
         score_threshold=config.pii.score_threshold,
         ner_scope=config.pii.ner_scope,
         processes=config.pii.processes,
+        strict_phone_validation=config.pii.strict_phone_validation,
     )
 
 
@@ -187,7 +227,23 @@ def anonymize_frame(frame: pd.DataFrame, report: ScanReport, config: PipelineCon
         key=anon.load_pseudonym_key(config.anonymization.pseudonym_key_env),
         target=config.data.target,
     )
-    return Anonymized(anonymized, result)
+    return Anonymized(
+        anonymized, result, IdentifierIndex.from_frame(frame, identifier_columns(plan))
+    )
+
+
+def identifier_columns(plan: tuple[anon.ColumnTreatment, ...]) -> list[str]:
+    """Return the columns whose raw values the residual check searches the output for.
+
+    Those the scan called direct identifiers (unless the config keeps them as reviewed),
+    and those the config masks or pseudonymizes, an identifier's treatments.
+    """
+    return [
+        t.column
+        for t in plan
+        if (t.kind == "direct_identifier" and t.action != "keep")
+        or t.action in ("mask", "pseudonymize")
+    ]
 
 
 def verify(
@@ -227,15 +283,21 @@ def verify(
     # The analysis cache holds raw texts; a long-lived worker must not keep them.
     if not keep_cache:
         engine.clear_cache()
+    independent = None
+    if anonymized.identifiers is not None:
+        independent = verify_residuals(
+            frame, index=anonymized.identifiers, skip=[*generalized, config.data.target]
+        )
     sensitive = policy.sensitive_attribute or config.data.target
     l_measured = measure_l_diversity(frame, quasi, sensitive) if sensitive in frame else None
-    return Verification(findings, measure_k(frame, quasi), l_measured)
+    return Verification(findings, measure_k(frame, quasi), l_measured, independent)
 
 
 def data_evidence(verification: Verification) -> Evidence:
     """Return the evidence the data gates judge."""
     return Evidence(
         residual_pii_findings=verification.residual_total,
+        residual_pii_by_verifier=verification.residual_by_verifier(),
         k_achieved=verification.k_measured,
         l_achieved=verification.l_measured,
     )
@@ -532,6 +594,7 @@ def judge(
     dp = trained.model.dp
     evidence = Evidence(
         residual_pii_findings=verification.residual_total,
+        residual_pii_by_verifier=verification.residual_by_verifier(),
         k_achieved=verification.k_measured,
         l_achieved=verification.l_measured,
         epsilon=dp.epsilon_spent,  # the larger of the two accountants
@@ -599,7 +662,9 @@ def summary_metrics(
         "k_achieved": float(verification.k_measured),
         "suppressed_rows": float(kanon.suppressed_rows),
         "information_loss": kanon.information_loss,
-        "residual_pii_findings": float(verification.residual_total),
+        "residual_pii_findings": math.nan
+        if verification.residual_total is None
+        else float(verification.residual_total),
         "n_train": float(trained.model.n_train),
         "training_seconds": trained.model.seconds,
     }

@@ -74,8 +74,9 @@ def verify_anonymization(
     with withheld("verify-anonymization"):
         verification = stages.verify(anonymized, config, policy)
     get_run_logger().info(
-        "residual direct-identifier cells: %d; k measured: %d",
+        "residual identifier cells: %s (%s); k measured: %d",
         verification.residual_total,
+        verification.residual_by_verifier(),
         verification.k_measured,
     )
     return verification

@@ -29,6 +29,7 @@ POLICY = PrivacyPolicy(
 )
 PASSING = Evidence(
     residual_pii_findings=0,
+    residual_pii_by_verifier={"presidio_rescan": 0, "cross_column": 0, "shapes": 0},
     k_achieved=5,
     epsilon=2.9,
     delta=1e-5,
@@ -53,6 +54,37 @@ def test_when_every_measure_is_within_policy_then_every_gate_passes() -> None:
 
     assert report.passed
     assert [r.name for r in report.results] == gate_names()
+
+
+def test_when_the_independent_verifier_did_not_run_then_the_residual_gate_fails_closed() -> None:
+    # A Presidio re-scan alone, 0 findings: the redactor's own engine confirming itself.
+    evidence = _with(residual_pii_by_verifier={"presidio_rescan": 0})
+
+    result = run_gates(evidence, POLICY, ["residual_pii"]).results[0]
+
+    assert not result.passed
+    assert "independent residual verifier did not run" in result.details
+
+
+def test_when_the_verifiers_find_residuals_then_the_gate_names_verifier_pair_and_entity() -> None:
+    evidence = _with(
+        residual_pii_findings=7,
+        residual_pii_by_verifier={
+            "presidio_rescan": 0,
+            "cross_column": 5,
+            "shapes": 2,
+            "cross_column_pairs": {"phone -> notes": 5},
+            "shape_entities": {"PHONE_NUMBER": 2},
+        },
+    )
+
+    result = run_gates(evidence, POLICY, ["residual_pii"]).results[0]
+
+    assert not result.passed
+    assert result.value == 7
+    assert "Presidio re-scan 0" in result.details
+    assert "cross-column leaks 5 (phone -> notes 5)" in result.details
+    assert "shapes 2 (PHONE_NUMBER 2)" in result.details
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from audits.residual_pii import IdentifierIndex
 from privgate import stages
 from privgate.config import load_config, load_policy
 
@@ -14,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _anonymized(frame: pd.DataFrame) -> stages.Anonymized:
-    return stages.Anonymized(frame=frame, report=None)  # type: ignore[arg-type]
+    return stages.Anonymized(frame=frame, report=None, identifiers=IdentifierIndex({}))  # type: ignore[arg-type]
 
 
 def test_when_the_config_declares_no_quasi_identifiers_then_k_is_still_judged_on_the_policys() -> (

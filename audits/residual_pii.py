@@ -1,0 +1,247 @@
+"""The residual-PII verifier: a second look at the anonymized table, blind to the redactor.
+
+The redactor (`privgate.pii`, Presidio and privgate's recognizers) cannot check its own
+output: a re-scan with the same engine only confirms the same decisions. This module
+shares no recognizer, no normalization and no threshold with it, and gives the
+`residual_pii` gate two signals of its own:
+
+- **Cross-column leaks.** Every value of every column the scan or the config called a
+  direct identifier (names, emails, phones, SSNs ...) is known before anonymization.
+  Each is folded (NFKC, invisible format characters removed, casefolded, whitespace
+  collapsed) and, when it holds seven digits or more, reduced to its digits. Every kept
+  cell of the output is searched for all of them in one pass of an Aho-Corasick
+  automaton (`pyahocorasick`): text keys on word boundaries in the folded cell, digit
+  keys inside each run of digits and separators. A phone whose area code no numbering
+  plan knows, or a name no NER model tags, is still found if the table holds it in an
+  identifier column anywhere.
+- **Shapes.** Whatever the table's own columns: digit runs of phone, SSN or card length
+  (validity is not asked: a mistyped number is still somebody's), email-like and
+  IBAN-like tokens and IPv4 addresses, outside the redactor's `<ENTITY>` placeholders.
+
+What neither can see: a person described without any identifier ("the only
+left-handed surgeon in town"), an identifier the table holds in no identifier column and
+no shape describes (a nickname), or a value shorter than the keys kept (five characters,
+seven digits). The k-anonymity gate covers combinations of quasi-identifiers.
+
+Reports hold column names and counts, never values; the keys live in memory only.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import ahocorasick
+import pandas as pd
+
+# Keys shorter than this match too much by chance to name a person.
+MIN_TEXT_KEY = 5
+MIN_DIGIT_KEY = 7
+_PLACEHOLDER = re.compile(r"<[A-Z][A-Z0-9_]*>")
+_SPACES = re.compile(r"\s+")
+# Digits with at most three separators between them, not glued to letters (`tok_`, `E11`).
+_DIGIT_RUN = re.compile(r"(?<![^\W\d])\+?\d(?:[ \t().\-/]{0,3}\d)*(?![^\W\d])")
+_NON_DIGIT = re.compile(r"\D")
+_LOCAL_PHONE = re.compile(r"\d{3}[ .-]\d{4}")
+_DATE = re.compile(r"\d{1,4}[./-]\d{1,2}[./-]\d{1,4}")
+_EMAIL = re.compile(r"[^\s@<>()\[\]\"',;]+@[^\s@<>()\[\]\"',;]+\.[^\W\d_]{2,}")
+_IBAN = re.compile(r"(?<![^\W_])[a-z]{2}\d{2}(?: ?[a-z0-9]{4}){2,7}(?: ?[a-z0-9]{1,4})?(?![^\W_])")
+_IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])")
+# What pseudonymize and mask write: such a column holds no value to search.
+_TOKEN_OR_MASK = re.compile(r"tok_[0-9a-f]{20}|[^\w]*")
+
+
+def fold(text: str) -> str:
+    """Return `text` in NFKC, without format characters (Cf), casefolded, spaces collapsed.
+
+    Category Cf holds every zero-width and invisible character (U+200B..U+200F, U+2060..
+    U+2064, U+FEFF, the soft hyphen ...), not a list of the ones someone thought of.
+    """
+    normalized = unicodedata.normalize("NFKC", text)
+    if not normalized.isascii():
+        normalized = "".join(ch for ch in normalized if unicodedata.category(ch) != "Cf")
+    return _SPACES.sub(" ", normalized).strip().casefold()
+
+
+@dataclass(frozen=True)
+class ResidualReport:
+    """What the verifier found, as counts by column (never values).
+
+    Attributes:
+        leaks: Output cells holding a value of a direct-identifier column, by
+            `"<identifier column> -> <output column>"`.
+        shapes: Output cells holding an identifier-shaped token, by column, then entity.
+        sources: The identifier columns whose values were searched for.
+        keys: How many distinct folded values were searched for.
+        columns_searched: The output columns searched.
+    """
+
+    leaks: dict[str, int] = field(default_factory=dict)
+    shapes: dict[str, dict[str, int]] = field(default_factory=dict)
+    sources: tuple[str, ...] = ()
+    keys: int = 0
+    columns_searched: tuple[str, ...] = ()
+
+    @property
+    def leak_total(self) -> int:
+        """Cells holding another column's identifier (a cell counts once per pair)."""
+        return sum(self.leaks.values())
+
+    @property
+    def shape_total(self) -> int:
+        """Cells holding an identifier shape (a cell counts once per entity)."""
+        return sum(sum(by_entity.values()) for by_entity in self.shapes.values())
+
+    def shape_entities(self) -> dict[str, int]:
+        """Return the shape findings summed per entity over all columns."""
+        totals: dict[str, int] = {}
+        for by_entity in self.shapes.values():
+            for entity, count in by_entity.items():
+                totals[entity] = totals.get(entity, 0) + count
+        return dict(sorted(totals.items()))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready summary."""
+        return {
+            "leaks": self.leaks,
+            "shapes": self.shapes,
+            "sources": list(self.sources),
+            "keys": self.keys,
+            "columns_searched": list(self.columns_searched),
+        }
+
+
+class IdentifierIndex:
+    """The folded values of a table's direct-identifier columns, ready to search for.
+
+    Built from the raw table before anonymization (memory only; never logged, never
+    serialized: `__getstate__` refuses, so it cannot become a persisted task result).
+    """
+
+    def __init__(self, columns: Mapping[str, pd.Series]) -> None:
+        self.sources = tuple(columns)
+        self._text = ahocorasick.Automaton()
+        self._digits = ahocorasick.Automaton()
+        texts: dict[str, set[str]] = {}
+        digits: dict[str, set[str]] = {}
+        for name, column in columns.items():
+            for value in column.dropna().astype(str).unique():
+                folded = fold(value)
+                number = _NON_DIGIT.sub("", folded)
+                if len(number) >= MIN_DIGIT_KEY:
+                    digits.setdefault(number, set()).add(name)
+                elif len(folded) >= MIN_TEXT_KEY and any(ch.isalpha() for ch in folded):
+                    texts.setdefault(folded, set()).add(name)
+        for automaton, keys in ((self._text, texts), (self._digits, digits)):
+            for key, owners in keys.items():
+                automaton.add_word(key, (len(key), tuple(sorted(owners))))
+            if keys:
+                automaton.make_automaton()
+        self._has_text, self._has_digits = bool(texts), bool(digits)
+        self.keys = len(texts) + len(digits)
+
+    def __getstate__(self) -> None:
+        raise TypeError("an IdentifierIndex holds raw identifiers and is never serialized")
+
+    @classmethod
+    def from_frame(cls, frame: pd.DataFrame, columns: Iterable[str]) -> IdentifierIndex:
+        """Index the named columns of `frame` (those it has)."""
+        return cls({name: frame[name] for name in columns if name in frame.columns})
+
+    def sources_in(self, folded: str) -> set[str]:
+        """Return the identifier columns one of whose values `folded` holds."""
+        found: set[str] = set()
+        if self._has_text:
+            for end, (length, owners) in self._text.iter(folded):
+                start = end - length + 1
+                before = folded[start - 1] if start > 0 else " "
+                after = folded[end + 1] if end + 1 < len(folded) else " "
+                if not (before.isalnum() or after.isalnum()):
+                    found.update(owners)
+        if self._has_digits:
+            for run in _DIGIT_RUN.finditer(folded):
+                number = _NON_DIGIT.sub("", run.group())
+                if len(number) < MIN_DIGIT_KEY:
+                    continue
+                for _, (_, owners) in self._digits.iter(number):
+                    found.update(owners)
+        return found
+
+
+def shapes_in(folded: str) -> set[str]:
+    """Return the identifier shapes `folded` holds (entity names)."""
+    found: set[str] = set()
+    for run in _DIGIT_RUN.finditer(folded):
+        text = run.group()
+        if _DATE.fullmatch(text):
+            continue
+        digits = len(_NON_DIGIT.sub("", text))
+        if digits == 9:
+            found.add("US_SSN")
+        elif 10 <= digits <= 12 or (digits > 12 and text.startswith("+")):
+            found.add("PHONE_NUMBER")
+        elif 13 <= digits <= 19:
+            found.add("CREDIT_CARD")
+        elif digits == 7 and _LOCAL_PHONE.fullmatch(text):
+            found.add("PHONE_NUMBER")
+    if "@" in folded and _EMAIL.search(folded):
+        found.add("EMAIL_ADDRESS")
+    for match in _IBAN.finditer(folded):
+        if sum(ch.isdigit() for ch in match.group()) >= 10:
+            found.add("IBAN_CODE")
+            break
+    for match in _IPV4.finditer(folded):
+        if all(int(part) <= 255 for part in match.group().split(".")):
+            found.add("IP_ADDRESS")
+            break
+    return found
+
+
+def verify_residuals(
+    frame: pd.DataFrame,
+    *,
+    index: IdentifierIndex,
+    skip: Iterable[str] = (),
+) -> ResidualReport:
+    """Search every kept cell of `frame` for known identifiers and identifier shapes.
+
+    Each distinct cell value is folded and searched once; counts are of cells. Columns
+    whose every cell is a pseudonym token or a mask, and the `skip` columns (the
+    generalized quasi-identifiers, the label), are not searched for shapes; every column
+    is searched for leaks. Numeric columns are searched for leaks only (as text).
+    """
+    skipped = set(skip)
+    leaks: dict[str, int] = {}
+    shapes: dict[str, dict[str, int]] = {}
+    searched = []
+    for name in frame.columns:
+        column = frame[name]
+        distinct = column.dropna().astype(str).value_counts()
+        if distinct.empty:
+            continue
+        searched.append(str(name))
+        values = distinct.index.tolist()
+        counts = distinct.to_numpy()
+        textual = not pd.api.types.is_numeric_dtype(column)
+        look_for_shapes = (
+            textual and name not in skipped and not all(_TOKEN_OR_MASK.fullmatch(v) for v in values)
+        )
+        for value, count in zip(values, counts, strict=True):
+            folded = fold(_PLACEHOLDER.sub(" ", value))
+            for source in index.sources_in(folded):
+                key = f"{source} -> {name}"
+                leaks[key] = leaks.get(key, 0) + int(count)
+            if look_for_shapes:
+                for entity in shapes_in(folded):
+                    by_entity = shapes.setdefault(str(name), {})
+                    by_entity[entity] = by_entity.get(entity, 0) + int(count)
+    return ResidualReport(
+        leaks=dict(sorted(leaks.items())),
+        shapes={c: dict(sorted(e.items())) for c, e in sorted(shapes.items())},
+        sources=index.sources,
+        keys=index.keys,
+        columns_searched=tuple(searched),
+    )

@@ -1,0 +1,162 @@
+"""The independent residual verifier: it sees what the redactor cannot.
+
+Each test plants identifiers past the redactor (a phone whose area code no numbering
+plan knows, checked with `pii.strict_phone_validation: true`; a name written in
+lowercase, which neither NER nor a capitalized-word rule reads) and checks that the
+`residual_pii` gate fails on the verifier's counts, naming columns, never values.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from audits.residual_pii import IdentifierIndex, fold, shapes_in, verify_residuals
+from privgate import stages
+from privgate.config import load_config, load_policy
+
+ROOT = Path(__file__).resolve().parents[2]
+# (232) is no North-American area code: libphonenumber rejects the number.
+PHONE = "(232) 213-1582"
+NAME = "Regina Okonkwo-Baptiste"
+
+
+def _table(rows: int = 40) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "full_name": [f"{NAME} {i:02d}" if i else NAME for i in range(rows)],
+            "phone": [PHONE if i == 0 else f"(617) 555-01{i:02d}" for i in range(rows)],
+            "age": [30 + i % 3 for i in range(rows)],
+            "notes": [
+                # The same phone in another format, the name in lowercase.
+                "called back on 232.213.1582, spoke with regina okonkwo-baptiste"
+                if i == 0
+                else "renewal sent, nothing else to note"
+                for i in range(rows)
+            ],
+            "income": ["<=50K", ">50K"] * (rows // 2),
+        }
+    )
+
+
+def _config(*overrides: str):
+    return load_config(
+        ROOT / "configs" / "demo.yaml",
+        [
+            "anonymization.quasi_identifiers={age: {kind: interval, widths: [10]}}",
+            "anonymization.columns={full_name: drop, phone: mask, notes: redact}",
+            *overrides,
+        ],
+    )
+
+
+def test_when_the_redactor_misses_a_phone_and_a_name_then_the_residual_gate_fails_on_counts():
+    # Given a redactor that validates phones strictly and cannot read a lowercase name
+    config = _config("pii.strict_phone_validation=true")
+    policy = load_policy()
+    frame = _table()
+    scan = stages.scan_frame(frame, config)
+    anonymized = stages.anonymize_frame(frame, scan, config)
+    assert "232.213.1582" in anonymized.frame["notes"].iloc[0]  # the redactor missed both
+
+    # When the table is verified and judged
+    verification = stages.verify(anonymized, config, policy)
+    gates = stages.judge_data(verification, policy)
+
+    # Then the Presidio re-scan saw nothing, the independent verifier both, by column pair
+    result = next(r for r in gates.results if r.name == "residual_pii")
+    assert sum(verification.residual_findings.values()) == 0
+    assert verification.independent is not None
+    assert verification.independent.leaks == {"full_name -> notes": 1, "phone -> notes": 1}
+    assert not result.passed
+    assert "full_name -> notes 1" in result.details
+    assert "phone -> notes 1" in result.details
+    # and no value reaches the report
+    blob = json.dumps(gates.to_dict()) + json.dumps(verification.to_dict())
+    for canary in ("232", "1582", "regina", "Regina", "okonkwo"):
+        assert canary not in blob
+
+
+def test_when_phone_validation_is_not_strict_then_the_redactor_removes_the_unassigned_number():
+    config = _config()
+    frame = _table()
+    scan = stages.scan_frame(frame, config)
+
+    anonymized = stages.anonymize_frame(frame, scan, config)
+
+    note = anonymized.frame["notes"].iloc[0]
+    assert "<PHONE_NUMBER>" in note
+    assert "1582" not in note
+
+
+@pytest.mark.parametrize(
+    ("text", "entity"),
+    [
+        ("call 538-990-8191 today", "PHONE_NUMBER"),
+        ("reach at +1 455 222 1632", "PHONE_NUMBER"),
+        ("local 555-0123 only", "PHONE_NUMBER"),
+        ("ssn 078 05 1120", "US_SSN"),
+        ("card 4111 1111 1111 1111", "CREDIT_CARD"),
+        ("mail ana.diaz@example.org now", "EMAIL_ADDRESS"),
+        ("iban de89 3704 0044 0532 0130 00", "IBAN_CODE"),
+        ("from 203.0.113.7 at night", "IP_ADDRESS"),
+        # An invisible character the redactor's list does not hold (U+2063) splits it.
+        ("call 538-990\u2063-8191 today", "PHONE_NUMBER"),
+    ],
+)
+def test_when_a_cell_holds_an_identifier_shape_then_the_shape_pass_names_its_entity(
+    text: str, entity: str
+) -> None:
+    assert entity in shapes_in(fold(text))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "LDL 123.4 mg/dL, plan PLN-1234-A, batch BX-2021-0001, paid $1,234.56",
+        "seen on 2021-03-04 and 12/03/2021, ICD E11.9, 5 visits",
+        "tok_0123456789abcdef0123",
+        "<PHONE_NUMBER> and <EMAIL_ADDRESS>",
+    ],
+)
+def test_when_a_cell_holds_codes_amounts_dates_or_placeholders_then_no_shape_is_found(
+    text: str,
+) -> None:
+    assert (
+        shapes_in(fold(text.replace("<PHONE_NUMBER>", " ").replace("<EMAIL_ADDRESS>", " ")))
+        == set()
+    )
+
+
+def test_when_identifier_values_reappear_disguised_then_the_leak_check_finds_them() -> None:
+    index = IdentifierIndex(
+        {
+            "email": pd.Series(["Ana.Diaz@example.org"]),
+            "ssn": pd.Series(["078-05-1120"]),
+        }
+    )
+    out = pd.DataFrame(
+        {
+            "note": [
+                "wrote to ＡＮＡ.DIAZ@EXAMPLE.ORG",  # full-width letters, other case
+                "ssn 078\u200b051120 on file",  # zero-width space, no dashes
+                "ana.diazz@example.org is someone else",  # not on a word boundary
+                "nothing here",
+            ]
+        }
+    )
+
+    report = verify_residuals(out, index=index)
+
+    assert report.leaks == {"email -> note": 1, "ssn -> note": 1}
+    assert report.keys == 2
+
+
+def test_when_an_index_is_pickled_then_it_refuses() -> None:
+    import pickle
+
+    with pytest.raises(TypeError, match="never serialized"):
+        pickle.dumps(IdentifierIndex({"phone": pd.Series(["617-555-0100"])}))
