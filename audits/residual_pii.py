@@ -41,6 +41,10 @@ import pandas as pd
 MIN_TEXT_KEY = 5
 MIN_DIGIT_KEY = 7
 _PLACEHOLDER = re.compile(r"<[A-Z][A-Z0-9_]*>")
+# Longer cells (free text) are searched by the automaton instead of substring lookups.
+_LONG_CELL = 160
+_WORD_START = re.compile(r"(?<!\w)\w")
+_WORD_END = re.compile(r"\w(?!\w)")
 _SPACES = re.compile(r"\s+")
 # Digits with at most three separators between them, not glued to letters (`tok_`, `E11`).
 _DIGIT_RUN = re.compile(r"(?<![^\W\d])\+?\d(?:[ \t().\-/]{0,3}\d)*(?![^\W\d])")
@@ -119,29 +123,34 @@ class IdentifierIndex:
 
     Built from the raw table before anonymization (memory only; never logged, never
     serialized: `__getstate__` refuses, so it cannot become a persisted task result).
+    Short cells are searched by looking up each of their word-bounded substrings (and
+    each digit substring of a key's length) in hash tables; long cells (free text) by
+    one Aho-Corasick pass, whose automaton is built on first need: a table of a million
+    structured rows never pays for it. Both find exactly the same keys.
     """
 
     def __init__(self, columns: Mapping[str, pd.Series]) -> None:
         self.sources = tuple(columns)
-        self._text = ahocorasick.Automaton()
-        self._digits = ahocorasick.Automaton()
-        texts: dict[str, set[str]] = {}
-        digits: dict[str, set[str]] = {}
+        self._text: dict[str, tuple[str, ...]] = {}
+        self._digits: dict[str, tuple[str, ...]] = {}
         for name, column in columns.items():
-            for value in column.dropna().astype(str).unique():
-                folded = fold(value)
-                number = _NON_DIGIT.sub("", folded)
-                if len(number) >= MIN_DIGIT_KEY:
-                    digits.setdefault(number, set()).add(name)
-                elif len(folded) >= MIN_TEXT_KEY and any(ch.isalpha() for ch in folded):
-                    texts.setdefault(folded, set()).add(name)
-        for automaton, keys in ((self._text, texts), (self._digits, digits)):
-            for key, owners in keys.items():
-                automaton.add_word(key, (len(key), tuple(sorted(owners))))
-            if keys:
-                automaton.make_automaton()
-        self._has_text, self._has_digits = bool(texts), bool(digits)
-        self.keys = len(texts) + len(digits)
+            values = pd.Series(column.dropna().astype(str).unique(), dtype=object)
+            folded = fold_all(values)
+            numbers = folded.str.replace(_NON_DIGIT, "", regex=True)
+            digit_keys = numbers[numbers.str.len() >= MIN_DIGIT_KEY]
+            text_keys = folded[
+                (numbers.str.len() < MIN_DIGIT_KEY)
+                & (folded.str.len() >= MIN_TEXT_KEY)
+                & folded.str.contains(r"[^\W\d_]", regex=True)
+            ]
+            for keys, table in ((text_keys, self._text), (digit_keys, self._digits)):
+                for key in keys.unique().tolist():
+                    owners = table.get(key)
+                    table[key] = (name,) if owners is None else (*owners, name)
+        self._digit_lengths = sorted({len(k) for k in self._digits})
+        self._longest_text = max((len(k) for k in self._text), default=0)
+        self._automata: tuple[Any, Any] | None = None
+        self.keys = len(self._text) + len(self._digits)
 
     def __getstate__(self) -> None:
         raise TypeError("an IdentifierIndex holds raw identifiers and is never serialized")
@@ -153,22 +162,69 @@ class IdentifierIndex:
 
     def sources_in(self, folded: str) -> set[str]:
         """Return the identifier columns one of whose values `folded` holds."""
+        if not self.keys:
+            return set()
+        if len(folded) > _LONG_CELL:
+            return self._scan(folded)
         found: set[str] = set()
-        if self._has_text:
-            for end, (length, owners) in self._text.iter(folded):
+        if self._text:
+            starts = [m.start() for m in _WORD_START.finditer(folded)]
+            ends = [m.end() for m in _WORD_END.finditer(folded)]
+            for start in starts:
+                for end in ends:
+                    if end - start > self._longest_text:
+                        break
+                    if end - start >= MIN_TEXT_KEY:
+                        found.update(self._text.get(folded[start:end], ()))
+        if self._digits:
+            for number in _numbers(folded):
+                for length in self._digit_lengths:
+                    for at in range(len(number) - length + 1):
+                        found.update(self._digits.get(number[at : at + length], ()))
+        return found
+
+    def _scan(self, folded: str) -> set[str]:
+        """Find keys in a long cell with the Aho-Corasick automata (built once)."""
+        if self._automata is None:
+            automata = []
+            for table in (self._text, self._digits):
+                automaton = ahocorasick.Automaton()
+                for key, owners in table.items():
+                    automaton.add_word(key, (len(key), owners))
+                if table:
+                    automaton.make_automaton()
+                automata.append(automaton if table else None)
+            self._automata = (automata[0], automata[1])
+        text, digits = self._automata
+        found: set[str] = set()
+        if text is not None:
+            for end, (length, owners) in text.iter(folded):
                 start = end - length + 1
                 before = folded[start - 1] if start > 0 else " "
                 after = folded[end + 1] if end + 1 < len(folded) else " "
                 if not (before.isalnum() or after.isalnum()):
                     found.update(owners)
-        if self._has_digits:
-            for run in _DIGIT_RUN.finditer(folded):
-                number = _NON_DIGIT.sub("", run.group())
-                if len(number) < MIN_DIGIT_KEY:
-                    continue
-                for _, (_, owners) in self._digits.iter(number):
+        if digits is not None:
+            for number in _numbers(folded):
+                for _, (_, owners) in digits.iter(number):
                     found.update(owners)
         return found
+
+
+def _numbers(folded: str) -> list[str]:
+    """Return the digits of each digit run of `folded` that could hold a digit key."""
+    numbers = (_NON_DIGIT.sub("", run.group()) for run in _DIGIT_RUN.finditer(folded))
+    return [number for number in numbers if len(number) >= MIN_DIGIT_KEY]
+
+
+def fold_all(values: pd.Series) -> pd.Series:
+    """`fold` on every value, vectorized for ASCII (the same strings, value for value)."""
+    text = values.astype(object)
+    wide = ~text.str.isascii()
+    if wide.any():
+        text = text.copy()
+        text[wide] = text[wide].map(fold)
+    return text.str.replace(_SPACES, " ", regex=True).str.strip().str.casefold()
 
 
 def shapes_in(folded: str) -> set[str]:
@@ -223,14 +279,20 @@ def verify_residuals(
         if distinct.empty:
             continue
         searched.append(str(name))
+        textual = not pd.api.types.is_numeric_dtype(column)
+        if not textual:
+            # A number's digits are searched only when it is a whole number (a phone or
+            # an ID stored as one): the digits of 412.3456789 are no identifier.
+            numbers = pd.to_numeric(column.dropna(), errors="coerce")
+            whole = numbers[(numbers.abs() < 1e18) & (numbers % 1 == 0)].astype("int64")
+            distinct = whole.astype(str).value_counts()
         values = distinct.index.tolist()
         counts = distinct.to_numpy()
-        textual = not pd.api.types.is_numeric_dtype(column)
         look_for_shapes = (
             textual and name not in skipped and not all(_TOKEN_OR_MASK.fullmatch(v) for v in values)
         )
         for value, count in zip(values, counts, strict=True):
-            folded = fold(_PLACEHOLDER.sub(" ", value))
+            folded = fold(_PLACEHOLDER.sub(" ", value)) if textual else value
             for source in index.sources_in(folded):
                 key = f"{source} -> {name}"
                 leaks[key] = leaks.get(key, 0) + int(count)

@@ -160,3 +160,33 @@ def test_when_an_index_is_pickled_then_it_refuses() -> None:
 
     with pytest.raises(TypeError, match="never serialized"):
         pickle.dumps(IdentifierIndex({"phone": pd.Series(["617-555-0100"])}))
+
+
+@pytest.mark.parametrize("padding", [0, 400], ids=["short cell: lookups", "long cell: automaton"])
+def test_when_cells_are_short_or_long_then_both_searches_find_the_same_keys(padding: int) -> None:
+    index = IdentifierIndex(
+        {"full_name": pd.Series(["Ana Díaz"]), "phone": pd.Series(["(232) 213-1582"])}
+    )
+    filler = "routine follow-up, nothing to note. " * (padding // 36)
+    out = pd.DataFrame(
+        {
+            "note": [
+                filler + "spoke with ANA  DÍAZ today",
+                filler + "number +1 232 213 1582 on file",
+                filler + "anadíaz and 2322131583 are not hers",
+            ]
+        }
+    )
+
+    report = verify_residuals(out, index=index)
+
+    assert report.leaks == {"full_name -> note": 1, "phone -> note": 1}
+
+
+def test_when_a_numeric_column_holds_an_identifier_as_a_number_then_it_leaks_but_fractions_do_not():
+    index = IdentifierIndex({"phone": pd.Series(["617-555-0100"])})
+    out = pd.DataFrame({"contact": [6175550100, 12], "amount": [0.16175550100, 3.5]})
+
+    report = verify_residuals(out, index=index)
+
+    assert report.leaks == {"phone -> contact": 1}
