@@ -48,7 +48,7 @@ _WORD_END = re.compile(r"\w(?!\w)")
 _SPACES = re.compile(r"\s+")
 # Digits with at most three separators between them, not glued to letters (`tok_`, `E11`).
 _DIGIT_RUN = re.compile(r"(?<![^\W\d])\+?\d(?:[ \t().\-/]{0,3}\d)*(?![^\W\d])")
-_NON_DIGIT = re.compile(r"\D")
+_NON_DIGIT = re.compile(r"[^0-9]")
 _LOCAL_PHONE = re.compile(r"\d{3}[ .-]\d{4}")
 _DATE = re.compile(r"\d{1,4}[./-]\d{1,2}[./-]\d{1,4}")
 _EMAIL = re.compile(r"[^\s@<>()\[\]\"',;]+@[^\s@<>()\[\]\"',;]+\.[^\W\d_]{2,}")
@@ -136,17 +136,20 @@ class IdentifierIndex:
         for name, column in columns.items():
             values = pd.Series(column.dropna().astype(str).unique(), dtype=object)
             folded = fold_all(values)
-            numbers = folded.str.replace(_NON_DIGIT, "", regex=True)
+            numbers = folded.str.replace(r"[^0-9]", "", regex=True)
             digit_keys = numbers[numbers.str.len() >= MIN_DIGIT_KEY]
             text_keys = folded[
                 (numbers.str.len() < MIN_DIGIT_KEY)
                 & (folded.str.len() >= MIN_TEXT_KEY)
-                & folded.str.contains(r"[^\W\d_]", regex=True)
+                & folded.str.contains(r"\pL", regex=True)
             ]
             for keys, table in ((text_keys, self._text), (digit_keys, self._digits)):
-                for key in keys.unique().tolist():
-                    owners = table.get(key)
-                    table[key] = (name,) if owners is None else (*owners, name)
+                fresh = dict.fromkeys(keys.tolist(), (name,))
+                # A value in two identifier columns (a name that is also an email's local
+                # part) names both; the common case, no overlap, is one dict update.
+                for key in fresh.keys() & table.keys():
+                    fresh[key] = (*table[key], name)
+                table.update(fresh)
         self._digit_lengths = sorted({len(k) for k in self._digits})
         self._longest_text = max((len(k) for k in self._text), default=0)
         self._automata: tuple[Any, Any] | None = None
@@ -218,13 +221,17 @@ def _numbers(folded: str) -> list[str]:
 
 
 def fold_all(values: pd.Series) -> pd.Series:
-    """`fold` on every value, vectorized for ASCII (the same strings, value for value)."""
+    """`fold` on every value (the same strings), as Arrow strings: vectorized in C++.
+
+    Non-ASCII values go through `fold` one by one; for ASCII, lowercasing is casefolding.
+    """
     text = values.astype(object)
     wide = ~text.str.isascii()
     if wide.any():
         text = text.copy()
         text[wide] = text[wide].map(fold)
-    return text.str.replace(_SPACES, " ", regex=True).str.strip().str.casefold()
+    arrow = text.astype("string[pyarrow]")
+    return arrow.str.replace(r"\s+", " ", regex=True).str.strip().str.lower()
 
 
 def shapes_in(folded: str) -> set[str]:
