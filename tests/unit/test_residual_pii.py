@@ -190,3 +190,35 @@ def test_when_a_numeric_column_holds_an_identifier_as_a_number_then_it_leaks_but
     report = verify_residuals(out, index=index)
 
     assert report.leaks == {"phone -> contact": 1}
+
+
+def test_when_privgate_anonymize_meets_what_the_redactor_missed_then_it_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import yaml
+
+    from privgate.cli import main
+
+    # Given a table and a config whose redactor validates phones strictly
+    monkeypatch.setenv("PRIVGATE_HOME", str(tmp_path))
+    raw, out = tmp_path / "raw.csv", tmp_path / "out.csv"
+    _table().to_csv(raw, index=False)
+    config_file = tmp_path / "config.yaml"
+    config = _config("pii.strict_phone_validation=true", "data.string_columns=[phone]")
+    config_file.write_text(yaml.safe_dump(config.model_dump(mode="json")), encoding="utf-8")
+
+    # When it is anonymized through the CLI
+    code = main(["anonymize", str(raw), str(out), "--config", str(config_file), "--json"])
+
+    # Then the gate blocks it on the independent verifier's counts, and nothing is written
+    printed = capsys.readouterr()
+    summary = json.loads(printed.out)
+    assert code == 2
+    assert not out.exists()
+    assert summary["written"] is False
+    assert summary["residual_by_verifier"]["cross_column_pairs"] == {
+        "full_name -> notes": 1,
+        "phone -> notes": 1,
+    }
+    for canary in ("1582", "regina", "Regina", "okonkwo"):
+        assert canary not in printed.out + printed.err
