@@ -271,10 +271,10 @@ def verify_residuals(
 ) -> ResidualReport:
     """Search every kept cell of `frame` for known identifiers and identifier shapes.
 
-    Each distinct cell value is folded and searched once; counts are of cells. Columns
-    whose every cell is a pseudonym token or a mask, and the `skip` columns (the
-    generalized quasi-identifiers, the label), are not searched for shapes; every column
-    is searched for leaks. Numeric columns are searched for leaks only (as text).
+    Each distinct cell value is folded and searched once; counts are of cells. The `skip`
+    columns (the generalized quasi-identifiers, the label) are not searched for shapes;
+    columns whose every cell is a pseudonym token or a mask are not searched at all.
+    Numeric columns are searched for leaks only, whole numbers as their digits.
     """
     skipped = set(skip)
     leaks: dict[str, int] = {}
@@ -285,8 +285,11 @@ def verify_residuals(
         distinct = column.dropna().astype(str).value_counts()
         if distinct.empty:
             continue
-        searched.append(str(name))
         textual = not pd.api.types.is_numeric_dtype(column)
+        if textual and distinct.index.to_series().str.fullmatch(_TOKEN_OR_MASK.pattern).all():
+            # Pseudonym tokens (HMAC hex) and masks (no letter, no digit) hold no value.
+            continue
+        searched.append(str(name))
         if not textual:
             # A number's digits are searched only when it is a whole number (a phone or
             # an ID stored as one): the digits of 412.3456789 are no identifier.
@@ -295,9 +298,7 @@ def verify_residuals(
             distinct = whole.astype(str).value_counts()
         values = distinct.index.tolist()
         counts = distinct.to_numpy()
-        look_for_shapes = (
-            textual and name not in skipped and not all(_TOKEN_OR_MASK.fullmatch(v) for v in values)
-        )
+        look_for_shapes = textual and name not in skipped
         for value, count in zip(values, counts, strict=True):
             folded = fold(_PLACEHOLDER.sub(" ", value)) if textual else value
             for source in index.sources_in(folded):
