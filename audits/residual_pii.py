@@ -121,8 +121,8 @@ class ResidualReport:
 class IdentifierIndex:
     """The folded values of a table's direct-identifier columns, ready to search for.
 
-    Built from the raw table before anonymization (memory only; never logged, never
-    serialized: `__getstate__` refuses, so it cannot become a persisted task result).
+    Built from the raw table before anonymization (memory only; never logged; a pickled
+    copy holds no key and refuses to verify).
     Short cells are searched by looking up each of their word-bounded substrings (and
     each digit substring of a key's length) in hash tables; long cells (free text) by
     one Aho-Corasick pass, whose automaton is built on first need: a table of a million
@@ -154,9 +154,21 @@ class IdentifierIndex:
         self._longest_text = max((len(k) for k in self._text), default=0)
         self._automata: tuple[Any, Any] | None = None
         self.keys = len(self._text) + len(self._digits)
+        self.spent = False
 
-    def __getstate__(self) -> None:
-        raise TypeError("an IdentifierIndex holds raw identifiers and is never serialized")
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle without the keys: raw identifiers never cross a process boundary.
+
+        A sweep point's evidence travels back from a worker process or a Dask worker
+        after its verification ran; the copy keeps the column names and the count, and
+        refuses to verify (`spent`), so it can never pass a table by knowing nothing.
+        """
+        return {"sources": self.sources, "keys": self.keys, "spent": True}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._text, self._digits, self._automata = {}, {}, None
+        self._digit_lengths, self._longest_text = [], 0
 
     @classmethod
     def from_frame(cls, frame: pd.DataFrame, columns: Iterable[str]) -> IdentifierIndex:
@@ -276,6 +288,11 @@ def verify_residuals(
     columns whose every cell is a pseudonym token or a mask are not searched at all.
     Numeric columns are searched for leaks only, whole numbers as their digits.
     """
+    if index.spent:
+        raise ValueError(
+            "this identifier index was copied across processes without its keys; verify "
+            "where the table was anonymized"
+        )
     skipped = set(skip)
     leaks: dict[str, int] = {}
     shapes: dict[str, dict[str, int]] = {}
