@@ -230,3 +230,18 @@ def test_when_privgate_anonymize_meets_what_the_redactor_missed_then_it_writes_n
     }
     for canary in ("1582", "regina", "Regina", "okonkwo"):
         assert canary not in printed.out + printed.err
+
+
+def test_when_the_verifier_is_read_then_it_imports_nothing_of_the_redactor() -> None:
+    import ast
+
+    source = (ROOT / "audits" / "residual_pii.py").read_text(encoding="utf-8")
+    imported = {
+        alias.name if isinstance(node, ast.Import) else node.module or ""
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.Import | ast.ImportFrom)
+        for alias in node.names
+    }
+
+    redactor = ("presidio", "spacy", "privgate.pii", "privgate.recognizers", "privgate.names")
+    assert not {name for name in imported if name.startswith(redactor)}
