@@ -147,6 +147,25 @@ _NAME_RUN = regex.compile(
 CAPITALIZED = regex.compile(CAPITALIZED_WORD)
 
 
+def _person(
+    recognizer: EntityRecognizer, start: int, end: int, score: float, why: str
+) -> RecognizerResult:
+    """Return a PERSON result of `recognizer`, labelled the way Presidio labels its own."""
+    return RecognizerResult(
+        entity_type="PERSON",
+        start=start,
+        end=end,
+        score=score,
+        analysis_explanation=AnalysisExplanation(
+            recognizer=recognizer.name, original_score=score, textual_explanation=why
+        ),
+        recognition_metadata={
+            RecognizerResult.RECOGNIZER_NAME_KEY: recognizer.name,
+            RecognizerResult.RECOGNIZER_IDENTIFIER_KEY: recognizer.id,
+        },
+    )
+
+
 class CapitalizedNameRecognizer(LocalRecognizer):
     """Two to four capitalized words, one of them not an English word: a weak PERSON.
 
@@ -200,21 +219,7 @@ class CapitalizedNameRecognizer(LocalRecognizer):
             if all(word.lower() in self.english_words for word in words):
                 continue
             results.append(
-                RecognizerResult(
-                    entity_type="PERSON",
-                    start=run.start(),
-                    end=run.end(),
-                    score=self.SCORE,
-                    analysis_explanation=AnalysisExplanation(
-                        recognizer=self.name,
-                        original_score=self.SCORE,
-                        textual_explanation="capitalized words, not all English",
-                    ),
-                    recognition_metadata={
-                        RecognizerResult.RECOGNIZER_NAME_KEY: self.name,
-                        RecognizerResult.RECOGNIZER_IDENTIFIER_KEY: self.id,
-                    },
-                )
+                _person(self, run.start(), run.end(), self.SCORE, "capitalized, not all English")
             )
         return results
 
@@ -283,21 +288,7 @@ class NameLexiconRecognizer(LocalRecognizer):
                 given, surname = word.group().casefold(), following.group().casefold()
                 if given in first and (surname in last or surname not in self.english_words):
                     results.append(
-                        RecognizerResult(
-                            entity_type="PERSON",
-                            start=word.start(),
-                            end=run.end(),
-                            score=self.SCORE,
-                            analysis_explanation=AnalysisExplanation(
-                                recognizer=self.name,
-                                original_score=self.SCORE,
-                                textual_explanation="first name and surname from the lexicon",
-                            ),
-                            recognition_metadata={
-                                RecognizerResult.RECOGNIZER_NAME_KEY: self.name,
-                                RecognizerResult.RECOGNIZER_IDENTIFIER_KEY: self.id,
-                            },
-                        )
+                        _person(self, word.start(), run.end(), self.SCORE, "lexicon name pair")
                     )
                     break
         return results
