@@ -18,7 +18,6 @@ skipping changes no finding.
 from __future__ import annotations
 
 import copy
-import itertools
 import re
 from typing import Any
 
@@ -246,14 +245,20 @@ PHONE_SHAPES = (
 PHONE_CONTEXT = ("phone", "telephone", "tel", "call", "called", "mobile", "cell", "contact")
 
 
+# Two capitalized words apart by whitespace (a line break too) or a comma: `Ana Díaz`,
+# `Ana\nDíaz`, `Díaz, Ana`.
+_NAME_PAIR = regex.compile(rf"(?=({CAPITALIZED_WORD})(,?[ \t]*\n?[ \t]*)({CAPITALIZED_WORD}))")
+
+
 class NameLexiconRecognizer(LocalRecognizer):
-    """A first name from the lexicon, then a surname: a PERSON, whatever NER says.
+    """A first name from the lexicon next to a surname: a PERSON, whatever NER says.
 
     A second signal for names besides spaCy's NER (which misses `Regina Jones` or
-    `Bradley Cherry` in ordinary sentences): among two to four capitalized words, a word
-    in the first-name lexicon (`privgate.names`, Faker's every locale) followed by one
-    in the last-name lexicon or not an English word. Scores 0.5: redacted (0.3),
-    counted by the scan (0.5) and the re-scan (0.4).
+    `Bradley Cherry` in ordinary sentences): two capitalized words, the first in the
+    first-name lexicon (`privgate.names`, Faker's every locale) and the second in the
+    last-name lexicon or not an English word, or, written `Surname, First`, the other
+    way round. A line break between them does not hide them. Scores 0.5: redacted
+    (0.3), counted by the scan (0.5) and the re-scan (0.4).
     """
 
     SCORE = 0.5
@@ -266,7 +271,7 @@ class NameLexiconRecognizer(LocalRecognizer):
     ) -> None:
         self.english_words = english_words
         self.lexicon = lexicon
-        self.necessary_patterns = [_NAME_RUN]
+        self.necessary_patterns = [_NAME_PAIR]
         super().__init__(
             supported_entities=["PERSON"],
             name="privgate_name_lexicon",
@@ -277,20 +282,21 @@ class NameLexiconRecognizer(LocalRecognizer):
         """Nothing to load: the lexicon is read once per process."""
 
     def analyze(self, text: str, entities: list[str], nlp_artifacts: Any = None) -> list[Any]:
-        """Return a PERSON result from each first name + surname pair to its run's end."""
+        """Return a PERSON result for each first name and surname pair."""
         if "PERSON" not in entities:
             return []
-        results = []
         first, last = self.lexicon.first, self.lexicon.last
-        for run in _NAME_RUN.finditer(text):
-            words = list(CAPITALIZED.finditer(text, run.start(), run.end()))
-            for word, following in itertools.pairwise(words):
-                given, surname = word.group().casefold(), following.group().casefold()
-                if given in first and (surname in last or surname not in self.english_words):
-                    results.append(
-                        _person(self, word.start(), run.end(), self.SCORE, "lexicon name pair")
-                    )
-                    break
+        results = []
+        for pair in _NAME_PAIR.finditer(text):
+            one, two = pair.group(1).casefold(), pair.group(3).casefold()
+            if "," in pair.group(2):
+                named = one in last and two in first
+            else:
+                named = one in first and (two in last or two not in self.english_words)
+            if named:
+                results.append(
+                    _person(self, pair.start(1), pair.end(3), self.SCORE, "lexicon name pair")
+                )
         return results
 
 
