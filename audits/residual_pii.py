@@ -43,14 +43,16 @@ MIN_DIGIT_KEY = 7
 _PLACEHOLDER = re.compile(r"<[A-Z][A-Z0-9_]*>")
 # Longer cells (free text) are searched by the automaton instead of substring lookups.
 _LONG_CELL = 160
-_WORD_START = re.compile(r"(?<!\w)\w")
-_WORD_END = re.compile(r"\w(?!\w)")
+# Letters and digits, as the automaton's boundary check reads them (`_` is no letter).
+_WORD_START = re.compile(r"(?<![^\W_])[^\W_]")
+_WORD_END = re.compile(r"[^\W_](?![^\W_])")
 _SPACES = re.compile(r"\s+")
 # Digits with at most three separators between them, not glued to letters (`tok_`, `E11`).
 _DIGIT_RUN = re.compile(r"(?<![^\W\d])\+?\d(?:[ \t().\-/]{0,3}\d)*(?![^\W\d])")
 _NON_DIGIT = re.compile(r"[^0-9]")
 _LOCAL_PHONE = re.compile(r"\d{3}[ .-]\d{4}")
-_DATE = re.compile(r"\d{1,4}[./-]\d{1,2}[./-]\d{1,4}")
+# Only date layouts (year first or last): an SSN written 078-05-1120 is no date.
+_DATE = re.compile(r"\d{4}[./-]\d{1,2}[./-]\d{1,2}|\d{1,2}[./-]\d{1,2}[./-](?:\d{2}|\d{4})")
 _EMAIL = re.compile(r"[^\s@<>()\[\]\"',;]+@[^\s@<>()\[\]\"',;]+\.[^\W\d_]{2,}")
 _IBAN = re.compile(r"(?<![^\W_])[a-z]{2}\d{2}(?: ?[a-z0-9]{4}){2,7}(?: ?[a-z0-9]{1,4})?(?![^\W_])")
 _IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])")
