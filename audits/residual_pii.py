@@ -47,17 +47,52 @@ _LONG_CELL = 160
 _WORD_START = re.compile(r"(?<![^\W_])[^\W_]")
 _WORD_END = re.compile(r"[^\W_](?![^\W_])")
 _SPACES = re.compile(r"\s+")
-# Digits with at most three separators between them, not glued to letters (`tok_`, `E11`).
-_DIGIT_RUN = re.compile(r"(?<![^\W\d])\+?\d(?:[ \t().\-/]{0,3}\d)*(?![^\W\d])")
+# Separators a digit run may hold between its digits, up to three in a row: the usual
+# ones and those a hurried or hostile writer uses (`555|867|5309`, `078_05_1120`).
+_SEPARATORS = r"[ \t().\-/_,:|~*#]"
+# For leaks, any digits with separators between them: keys are exact identifiers, so a
+# run glued to letters (`MRN12345678`) is searched too.
+_ANY_DIGITS = re.compile(rf"\d(?:{_SEPARATORS}{{0,3}}\d)*")
+# For shapes, a run standing apart: not glued to letters or digits (`E11`, `a456`).
+_DIGIT_RUN = re.compile(rf"(?<![\w+])\+?\d(?:{_SEPARATORS}{{0,3}}\d)*(?![^\W\d])")
 _NON_DIGIT = re.compile(r"[^0-9]")
-_LOCAL_PHONE = re.compile(r"\d{3}[ .-]\d{4}")
+_GROUP = re.compile(r"\d+")
+_GAP = re.compile(r"[^0-9]+")
+# Dashes NFKC leaves alone (hyphen, non-breaking hyphen, figure dash, en and em dash,
+# minus sign), and markup between digits (`555<b>867</b>5309`): both are read through.
+_DASHES = str.maketrans(dict.fromkeys("\u2010\u2011\u2012\u2013\u2014\u2015\u2212", "-"))
+_TAG = re.compile(r"</?[a-z][^<>]{0,40}>")
 # Only date layouts (year first or last): an SSN written 078-05-1120 is no date.
 _DATE = re.compile(r"\d{4}[./-]\d{1,2}[./-]\d{1,2}|\d{1,2}[./-]\d{1,2}[./-](?:\d{2}|\d{4})")
 _EMAIL = re.compile(r"[^\s@<>()\[\]\"',;]+@[^\s@<>()\[\]\"',;]+\.[^\W\d_]{2,}")
+# An address spelled out so that no `@` shows: `ana (at) example (dot) org`,
+# `ana at example dot org`; a spelled `dot` (or a bracketed `at`) is required, so
+# `meet at noon` is no address.
+_AT = r"(?:\s*[(\[{]\s*at\s*[)\]}]\s*|\s+at\s+)"
+_DOT = r"(?:\s*[(\[{]\s*dot\s*[)\]}]\s*|\s+dot\s+)"
+_SPELLED_EMAIL = re.compile(
+    rf"[a-z0-9][a-z0-9._%+-]*(?:\s*[(\[{{]\s*at\s*[)\]}}]\s*[a-z0-9-]+(?:(?:\.|{_DOT})[a-z0-9-]+)*"
+    rf"(?:\.|{_DOT})[a-z]{{2,}}|{_AT}[a-z0-9-]+(?:(?:\.|{_DOT})[a-z0-9-]+)*{_DOT}[a-z]{{2,}})"
+)
 _IBAN = re.compile(r"(?<![^\W_])[a-z]{2}\d{2}(?: ?[a-z0-9]{4}){2,7}(?: ?[a-z0-9]{1,4})?(?![^\W_])")
 _IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])")
+# Separators of a phone as people write one; the open-ended phone rule needs these.
+_PHONE_GAPS = frozenset({" ", "-", ".", "(", ")", ") ", ")-", " (", "+"})
 # What pseudonymize and mask write: such a column holds no value to search.
 _TOKEN_OR_MASK = re.compile(r"tok_[0-9a-f]{20}|[^\w]*")
+
+
+# Cyrillic and Greek letters that look like Latin ones (lowercase, after casefolding):
+# `J\u043ehn` (a Cyrillic o) reads as `john`, on both the key's side and the cell's.
+_CONFUSABLES = str.maketrans(
+    dict(
+        zip(
+            "аеорсухіјѕԁһӏԛԝвкмнтαεικνορτυχ",
+            "aeopcyxijsdhlqwbkmhtaeikvoptux",
+            strict=True,
+        )
+    )
+)
 
 
 def fold(text: str) -> str:
@@ -65,10 +100,12 @@ def fold(text: str) -> str:
 
     Category Cf holds every zero-width and invisible character (U+200B..U+200F, U+2060..
     U+2064, U+FEFF, the soft hyphen ...), not a list of the ones someone thought of.
+    Cyrillic and Greek look-alikes of Latin letters are read as the Latin ones.
     """
     normalized = unicodedata.normalize("NFKC", text)
     if not normalized.isascii():
         normalized = "".join(ch for ch in normalized if unicodedata.category(ch) != "Cf")
+        return _SPACES.sub(" ", normalized).strip().casefold().translate(_CONFUSABLES)
     return _SPACES.sub(" ", normalized).strip().casefold()
 
 
@@ -81,7 +118,8 @@ class ResidualReport:
             `"<identifier column> -> <output column>"`.
         shapes: Output cells holding an identifier-shaped token, by column, then entity.
         sources: The identifier columns whose values were searched for.
-        keys: How many distinct folded values were searched for.
+        keys: How many distinct folded keys were searched for (the values, and each value
+            of two or three words in reversed order too).
         columns_searched: The output columns searched.
     """
 
@@ -145,6 +183,7 @@ class IdentifierIndex:
                 & (folded.str.len() >= MIN_TEXT_KEY)
                 & folded.str.contains(r"\pL", regex=True)
             ]
+            text_keys = pd.concat([text_keys, _reversed_names(text_keys)], ignore_index=True)
             for keys, table in ((text_keys, self._text), (digit_keys, self._digits)):
                 fresh = dict.fromkeys(keys.tolist(), (name,))
                 # A value in two identifier columns (a name that is also an email's local
@@ -228,9 +267,31 @@ class IdentifierIndex:
         return found
 
 
+def _reversed_names(keys: pd.Series) -> pd.Series:
+    """Return `last first` and `last, first` (the last word first) of two- or three-word keys.
+
+    A name column's `Ana María Díaz` is written `Díaz, Ana María` on a form; any value of
+    two or three words (a name, a city, a street) is searched for in both orders.
+    """
+    words = keys[keys.str.count(" ").between(1, 2) & ~keys.str.contains(r"[,@\d]", regex=True)]
+    if words.empty:
+        return words
+    last = words.str.rsplit(" ", n=1).str[-1]
+    rest = words.str.rsplit(" ", n=1).str[0]
+    return pd.concat([last + " " + rest, last + ", " + rest], ignore_index=True)
+
+
+def _digit_view(folded: str) -> str:
+    """Return `folded` with markup removed and every dash read as `-`, for digit runs."""
+    if "<" in folded:
+        folded = _TAG.sub("", folded)
+    return folded if folded.isascii() else folded.translate(_DASHES)
+
+
 def _numbers(folded: str) -> list[str]:
     """Return the digits of each digit run of `folded` that could hold a digit key."""
-    numbers = (_NON_DIGIT.sub("", run.group()) for run in _DIGIT_RUN.finditer(folded))
+    runs = _ANY_DIGITS.finditer(_digit_view(folded))
+    numbers = (_NON_DIGIT.sub("", run.group()) for run in runs)
     return [number for number in numbers if len(number) >= MIN_DIGIT_KEY]
 
 
@@ -251,30 +312,96 @@ def fold_all(values: pd.Series) -> pd.Series:
 def shapes_in(folded: str) -> set[str]:
     """Return the identifier shapes `folded` holds (entity names)."""
     found: set[str] = set()
-    for run in _DIGIT_RUN.finditer(folded):
-        text = run.group()
-        if _DATE.fullmatch(text):
+    view = _digit_view(folded)
+    for run in _DIGIT_RUN.finditer(view):
+        start = run.start()
+        # Hyphen-glued to a word (`a456-426614174000`, a UUID's last group): a code.
+        if start >= 2 and view[start - 1] == "-" and view[start - 2].isalnum():
             continue
-        digits = len(_NON_DIGIT.sub("", text))
-        if digits == 9:
-            found.add("US_SSN")
-        elif 10 <= digits <= 12 or (digits > 12 and text.startswith("+")):
-            found.add("PHONE_NUMBER")
-        elif 13 <= digits <= 19:
-            found.add("CREDIT_CARD")
-        elif digits == 7 and _LOCAL_PHONE.fullmatch(text):
-            found.add("PHONE_NUMBER")
-    if "@" in folded and _EMAIL.search(folded):
+        entity = digit_shape(run.group())
+        if entity:
+            found.add(entity)
+    spelled = " at " in folded or "at)" in folded or "at]" in folded or "at}" in folded
+    if ("@" in folded and _EMAIL.search(folded)) or (spelled and _SPELLED_EMAIL.search(folded)):
         found.add("EMAIL_ADDRESS")
     for match in _IBAN.finditer(folded):
         if sum(ch.isdigit() for ch in match.group()) >= 10:
             found.add("IBAN_CODE")
             break
-    for match in _IPV4.finditer(folded):
+    for match in _IPV4.finditer(view):
         if all(int(part) <= 255 for part in match.group().split(".")):
             found.add("IP_ADDRESS")
             break
     return found
+
+
+def digit_shape(run: str) -> str | None:
+    """Return the entity a run of digits and separators is shaped as, if any.
+
+    By how its digits are grouped, not whether a number is valid (a mistyped one is
+    still somebody's): 3-2-4 an SSN, 3-3-4 (a leading 1 allowed) or 3-4 a phone, groups
+    of four a card, and ten to twelve digits in two to five groups of two or more a
+    phone, the way numbering plans abroad group them (`020 7946 0958`, `01 99 00 12 34`);
+    anything after a `+` of eight to fifteen digits a phone. A lone run: nine digits an
+    SSN, ten (first digit 2-9) or eleven (a leading 1 or 0) a phone, thirteen to nineteen
+    that pass Luhn a card. Not identifiers: dates (year first or last), decimals and
+    amounts (a `.` beside other separators, or one `.` alone), IPv4 (its own shape),
+    lists of years or of two-digit numbers, and times (`:` mixed with others).
+    """
+    if _DATE.fullmatch(run):
+        return None
+    plus = run.startswith("+")
+    groups = _GROUP.findall(run)
+    gaps = [gap.strip(" \t") or " " for gap in _GAP.findall(run.lstrip("+"))]
+    sizes = [len(group) for group in groups]
+    total = sum(sizes)
+    if "." in gaps and (len(set(gaps)) > 1 or len(gaps) == 1 or len(groups) == 4):
+        return None  # an amount, a coordinate, a version, an IPv4 address
+    if plus:
+        return "PHONE_NUMBER" if 8 <= total <= 15 else None
+    if len(groups) == 1:
+        digits = groups[0]
+        if total == 9:
+            return "US_SSN"
+        if (total == 10 and digits[0] != "0" and digits[0] != "1") or (
+            total == 11 and (digits[0] == "0" or (digits[0] == "1" and digits[1] not in "01"))
+        ):
+            return "PHONE_NUMBER"
+        if 13 <= total <= 19 and _luhn(digits):
+            return "CREDIT_CARD"
+        return None
+    if sizes == [3, 2, 4]:
+        return "US_SSN"
+    if sizes == [3, 4] and "," not in gaps and "/" not in gaps:
+        return "PHONE_NUMBER"
+    if sizes == [3, 3, 4] or (sizes == [1, 3, 3, 4] and groups[0] == "1"):
+        return "PHONE_NUMBER"
+    if 13 <= total <= 19 and (
+        (all(size == 4 for size in sizes[:-1]) and sizes[-1] <= 4)
+        or sizes in ([4, 6, 5], [4, 6, 4])
+    ):
+        return "CREDIT_CARD"
+    if (
+        10 <= total <= 12
+        and len(groups) <= 5
+        and min(sizes) >= 2
+        and set(gaps) <= _PHONE_GAPS
+        and not all(len(group) == 4 and group[:2] in ("19", "20") for group in groups)
+        and not (all(size == 2 for size in sizes) and groups[0][0] != "0")
+    ):
+        return "PHONE_NUMBER"
+    return None
+
+
+def _luhn(digits: str) -> bool:
+    """Return whether `digits` pass the Luhn check (cards do; most other numbers don't)."""
+    total = 0
+    for position, char in enumerate(reversed(digits)):
+        value = int(char)
+        if position % 2:
+            value = value * 2 - 9 if value > 4 else value * 2
+        total += value
+    return total % 10 == 0
 
 
 def verify_residuals(

@@ -21,7 +21,9 @@ from privgate.config import load_config, load_policy
 ROOT = Path(__file__).resolve().parents[2]
 # (232) is no North-American area code: libphonenumber rejects the number.
 PHONE = "(232) 213-1582"
-NAME = "Regina Okonkwo-Baptiste"
+# In no name list, written in lowercase with no cue word before it: the redactor reads
+# no name there.
+NAME = "Zebulonia Okonkwo-Baptiste"
 
 
 def _table(rows: int = 40) -> pd.DataFrame:
@@ -32,7 +34,7 @@ def _table(rows: int = 40) -> pd.DataFrame:
             "age": [30 + i % 3 for i in range(rows)],
             "notes": [
                 # The same phone in another format, the name in lowercase.
-                "called back on 232.213.1582, spoke with regina okonkwo-baptiste"
+                "called back on 232.213.1582, zebulonia okonkwo-baptiste prefers mornings"
                 if i == 0
                 else "renewal sent, nothing else to note"
                 for i in range(rows)
@@ -76,7 +78,7 @@ def test_when_the_redactor_misses_a_phone_and_a_name_then_the_residual_gate_fail
     assert "phone -> notes 1" in result.details
     # and no value reaches the report
     blob = json.dumps(gates.to_dict()) + json.dumps(verification.to_dict())
-    for canary in ("232", "1582", "regina", "Regina", "okonkwo"):
+    for canary in ("232", "1582", "zebulonia", "Zebulonia", "okonkwo"):
         assert canary not in blob
 
 
@@ -106,6 +108,29 @@ def test_when_phone_validation_is_not_strict_then_the_redactor_removes_the_unass
         ("from 203.0.113.7 at night", "IP_ADDRESS"),
         # An invisible character the redactor's list does not hold (U+2063) splits it.
         ("call 538-990\u2063-8191 today", "PHONE_NUMBER"),
+        # Separators a hostile writer picks, dashes NFKC keeps, markup between digits.
+        ("dial 555|867|5309", "PHONE_NUMBER"),
+        ("dial 555_867_5309", "PHONE_NUMBER"),
+        ("dial 555:867:5309", "PHONE_NUMBER"),
+        ("dial 555~867~5309", "PHONE_NUMBER"),
+        ("dial 555,867,5309", "PHONE_NUMBER"),
+        ("dial 538\u2013990\u20138191", "PHONE_NUMBER"),
+        ("dial 538\u2212990\u22128191", "PHONE_NUMBER"),
+        ("dial 538<b>990</b>8191", "PHONE_NUMBER"),
+        ("ssn 078_05_1120", "US_SSN"),
+        ("ssn 078051120", "US_SSN"),
+        # Numbering plans abroad, and bare runs.
+        ("uk 020 7946 0958", "PHONE_NUMBER"),
+        ("fr 01 99 00 12 34", "PHONE_NUMBER"),
+        ("in 98765 43210", "PHONE_NUMBER"),
+        ("de +4930901820", "PHONE_NUMBER"),
+        ("us 5389908191", "PHONE_NUMBER"),
+        ("card 4111111111111111", "CREDIT_CARD"),
+        ("amex 3782 822463 10005", "CREDIT_CARD"),
+        # An address spelled so that no `@` shows.
+        ("write ana at example dot org", "EMAIL_ADDRESS"),
+        ("write ana (at) example (dot) org", "EMAIL_ADDRESS"),
+        ("write ana[at]example.org", "EMAIL_ADDRESS"),
     ],
 )
 def test_when_a_cell_holds_an_identifier_shape_then_the_shape_pass_names_its_entity(
@@ -121,6 +146,14 @@ def test_when_a_cell_holds_an_identifier_shape_then_the_shape_pass_names_its_ent
         "seen on 2021-03-04 and 12/03/2021, ICD E11.9, 5 visits",
         "tok_0123456789abcdef0123",
         "<PHONE_NUMBER> and <EMAIL_ADDRESS>",
+        # Numbers that are lists, decimals, codes or times, not identifiers.
+        "years 1999 2000 2001, sizes 32 34 36 38 40 42 and 32 34 36 38 40",
+        "release 10.2.3.4567, isbn 978-3-16-148410-0, isbn 9783161484100",
+        "at 40.7128, -74.0060 and pi 3.14159265358979",
+        "uuid 123e4567-e89b-12d3-a456-426614174000",
+        "paid $1,234,567.89 of 1234567.89, limit 12,345,678",
+        "at 12/03/2021 14:05, 2021-03-04 12:30:00, times 10:30 11:45 12:15",
+        "epoch 1733460000; meet at noon; seen at home dot",
     ],
 )
 def test_when_a_cell_holds_codes_amounts_dates_or_placeholders_then_no_shape_is_found(
@@ -154,6 +187,47 @@ def test_when_identifier_values_reappear_disguised_then_the_leak_check_finds_the
 
     assert report.leaks == {"email -> note": 1, "ssn -> note": 1}
     assert report.keys == 2
+
+
+@pytest.mark.parametrize(
+    "cell",
+    [
+        "j\u043ehn smith called",  # a Cyrillic o
+        "jo\u00adhn smith called",  # a soft hyphen
+        "ref MRN5558675309x",  # digits glued to letters
+        "dial 555<i>867</i>5309",  # markup between digits
+        "dial 555\u2011867\u20115309",  # non-breaking hyphens
+        "dial 555 | 867 | 5309",
+    ],
+)
+def test_when_a_known_identifier_is_disguised_by_look_alikes_or_markup_then_it_leaks(
+    cell: str,
+) -> None:
+    index = IdentifierIndex(
+        {"name": pd.Series(["John Smith"]), "phone": pd.Series(["(555) 867-5309"])}
+    )
+
+    report = verify_residuals(pd.DataFrame({"note": [cell]}), index=index)
+
+    assert report.leak_total == 1
+
+
+def test_when_a_name_is_written_surname_first_then_it_still_leaks() -> None:
+    index = IdentifierIndex({"full_name": pd.Series(["Ana María Díaz", "Jevgenia Tolentino"])})
+    out = pd.DataFrame(
+        {
+            "note": [
+                "form signed by Díaz, Ana María",
+                "tolentino jevgenia called",
+                "Tolentino, Jevgenia\nreviewed",
+                "díaz ana called",  # a different person's order of words: no key
+            ]
+        }
+    )
+
+    report = verify_residuals(out, index=index)
+
+    assert report.leaks == {"full_name -> note": 3}
 
 
 def test_when_an_index_is_pickled_then_no_key_travels_and_the_copy_refuses_to_verify() -> None:
@@ -229,7 +303,7 @@ def test_when_privgate_anonymize_meets_what_the_redactor_missed_then_it_writes_n
         "full_name -> notes": 1,
         "phone -> notes": 1,
     }
-    for canary in ("1582", "regina", "Regina", "okonkwo"):
+    for canary in ("1582", "zebulonia", "Zebulonia", "okonkwo"):
         assert canary not in printed.out + printed.err
 
 
