@@ -40,7 +40,9 @@ import pandas as pd
 # Keys shorter than this match too much by chance to name a person.
 MIN_TEXT_KEY = 5
 MIN_DIGIT_KEY = 7
-_PLACEHOLDER = re.compile(r"<[A-Z][A-Z0-9_]*>")
+# The redactor's placeholders are entity names (`<PHONE_NUMBER>`): no digit in them, so
+# `<SSN_078051120>` written by someone else is read, not dropped.
+_PLACEHOLDER = re.compile(r"<[A-Z][A-Z_]*>")
 # Longer cells (free text) are searched by the automaton instead of substring lookups.
 _LONG_CELL = 160
 # Letters and digits, as the automaton's boundary check reads them (`_` is no letter).
@@ -61,7 +63,8 @@ _GAP = re.compile(r"[^0-9]+")
 # Dashes NFKC leaves alone (hyphen, non-breaking hyphen, figure dash, en and em dash,
 # minus sign), and markup between digits (`555<b>867</b>5309`): both are read through.
 _DASHES = str.maketrans(dict.fromkeys("\u2010\u2011\u2012\u2013\u2014\u2015\u2212", "-"))
-_TAG = re.compile(r"</?[a-z][^<>]{0,40}>")
+# A tag is dropped only when it holds no digit: `<tel:5558675309>` is read, not dropped.
+_TAG = re.compile(r"</?[a-z][^<>\d]{0,80}>")
 # Only date layouts (year first or last): an SSN written 078-05-1120 is no date.
 _DATE = re.compile(r"\d{4}[./-]\d{1,2}[./-]\d{1,2}|\d{1,2}[./-]\d{1,2}[./-](?:\d{2}|\d{4})")
 _EMAIL = re.compile(r"[^\s@<>()\[\]\"',;]+@[^\s@<>()\[\]\"',;]+\.[^\W\d_]{2,}")
@@ -70,9 +73,21 @@ _EMAIL = re.compile(r"[^\s@<>()\[\]\"',;]+@[^\s@<>()\[\]\"',;]+\.[^\W\d_]{2,}")
 # `meet at noon` is no address.
 _AT = r"(?:\s*[(\[{]\s*at\s*[)\]}]\s*|\s+at\s+)"
 _DOT = r"(?:\s*[(\[{]\s*dot\s*[)\]}]\s*|\s+dot\s+)"
+# With the bare word `at`, the spelled top-level domain must be a common one, so
+# `tenderness at the dot marked` is prose.
+_TLD = (
+    r"(?:com|org|net|edu|gov|mil|int|info|biz|io|co|us|uk|ca|au|de|fr|es|it|nl|be|ch|at|"
+    r"se|no|dk|fi|pl|pt|br|in|jp|cn|ru|ie|nz|mx)"
+)
 _SPELLED_EMAIL = re.compile(
     rf"[a-z0-9][a-z0-9._%+-]*(?:\s*[(\[{{]\s*at\s*[)\]}}]\s*[a-z0-9-]+(?:(?:\.|{_DOT})[a-z0-9-]+)*"
-    rf"(?:\.|{_DOT})[a-z]{{2,}}|{_AT}[a-z0-9-]+(?:(?:\.|{_DOT})[a-z0-9-]+)*{_DOT}[a-z]{{2,}})"
+    rf"(?:\.|{_DOT})[a-z]{{2,}}|{_AT}[a-z0-9-]+(?:(?:\.|{_DOT})[a-z0-9-]+)*{_DOT}{_TLD}\b)"
+)
+# `ana @ example.org`, `ana.diaz at example.org`: an address with a real dotted domain
+# after a spaced `@` or the word `at` (a local part with a dot, digit, `_` or `-`).
+_SPACED_EMAIL = re.compile(
+    r"[a-z0-9][a-z0-9._%+-]*\s*@\s*[a-z0-9-]+(?:\s?\.\s?[a-z0-9-]+)*\s?\.\s?[a-z]{2,}"
+    r"|[a-z0-9]*[._\d-][a-z0-9._%+-]*\s+at\s+[a-z0-9-]+(?:\.[a-z0-9-]+)*\.[a-z]{2,}\b"
 )
 _IBAN = re.compile(r"(?<![^\W_])[a-z]{2}\d{2}(?: ?[a-z0-9]{4}){2,7}(?: ?[a-z0-9]{1,4})?(?![^\W_])")
 _IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])")
@@ -100,11 +115,18 @@ def fold(text: str) -> str:
 
     Category Cf holds every zero-width and invisible character (U+200B..U+200F, U+2060..
     U+2064, U+FEFF, the soft hyphen ...), not a list of the ones someone thought of.
-    Cyrillic and Greek look-alikes of Latin letters are read as the Latin ones.
+    Accents and combining marks are dropped (NFKD), and Cyrillic and Greek look-alikes
+    of Latin letters are read as the Latin ones.
     """
     normalized = unicodedata.normalize("NFKC", text)
     if not normalized.isascii():
-        normalized = "".join(ch for ch in normalized if unicodedata.category(ch) != "Cf")
+        # Accents and other combining marks go too (`María` reads `maria`, an underline
+        # combined into every letter reads as none).
+        normalized = "".join(
+            ch
+            for ch in unicodedata.normalize("NFKD", normalized)
+            if unicodedata.category(ch) not in ("Cf", "Mn", "Me")
+        )
         return _SPACES.sub(" ", normalized).strip().casefold().translate(_CONFUSABLES)
     return _SPACES.sub(" ", normalized).strip().casefold()
 
@@ -322,7 +344,9 @@ def shapes_in(folded: str) -> set[str]:
         if entity:
             found.add(entity)
     spelled = " at " in folded or "at)" in folded or "at]" in folded or "at}" in folded
-    if ("@" in folded and _EMAIL.search(folded)) or (spelled and _SPELLED_EMAIL.search(folded)):
+    if ("@" in folded and (_EMAIL.search(folded) or _SPACED_EMAIL.search(folded))) or (
+        spelled and (_SPELLED_EMAIL.search(folded) or _SPACED_EMAIL.search(folded))
+    ):
         found.add("EMAIL_ADDRESS")
     for match in _IBAN.finditer(folded):
         if sum(ch.isdigit() for ch in match.group()) >= 10:
@@ -348,17 +372,18 @@ def digit_shape(run: str) -> str | None:
     amounts (a `.` beside other separators, or one `.` alone), IPv4 (its own shape),
     lists of years or of two-digit numbers, and times (`:` mixed with others).
     """
-    if _DATE.fullmatch(run):
-        return None
+    if _DATE.match(run):
+        return None  # a date, alone or followed by a time or a count
     plus = run.startswith("+")
     groups = _GROUP.findall(run)
     gaps = [gap.strip(" \t") or " " for gap in _GAP.findall(run.lstrip("+"))]
     sizes = [len(group) for group in groups]
     total = sum(sizes)
-    if "." in gaps and (len(set(gaps)) > 1 or len(gaps) == 1 or len(groups) == 4):
-        return None  # an amount, a coordinate, a version, an IPv4 address
     if plus:
         return "PHONE_NUMBER" if 8 <= total <= 15 else None
+    ipv4 = len(groups) == 4 and max(sizes) <= 3
+    if "." in gaps and (len(set(gaps)) > 1 or len(gaps) == 1 or ipv4):
+        return None  # an amount, a coordinate, a version, an IPv4 address
     if len(groups) == 1:
         digits = groups[0]
         if total == 9:
@@ -372,8 +397,6 @@ def digit_shape(run: str) -> str | None:
         return None
     if sizes == [3, 2, 4]:
         return "US_SSN"
-    if sizes == [3, 4] and "," not in gaps and "/" not in gaps:
-        return "PHONE_NUMBER"
     if sizes == [3, 3, 4] or (sizes == [1, 3, 3, 4] and groups[0] == "1"):
         return "PHONE_NUMBER"
     if 13 <= total <= 19 and (
@@ -388,6 +411,7 @@ def digit_shape(run: str) -> str | None:
         and set(gaps) <= _PHONE_GAPS
         and not all(len(group) == 4 and group[:2] in ("19", "20") for group in groups)
         and not (all(size == 2 for size in sizes) and groups[0][0] != "0")
+        and not (len(groups) >= 3 and len(set(sizes)) == 1 and sizes[0] != 2)
     ):
         return "PHONE_NUMBER"
     return None

@@ -99,7 +99,11 @@ def test_when_phone_validation_is_not_strict_then_the_redactor_removes_the_unass
     [
         ("call 538-990-8191 today", "PHONE_NUMBER"),
         ("reach at +1 455 222 1632", "PHONE_NUMBER"),
-        ("local 555-0123 only", "PHONE_NUMBER"),
+        ("dotted +1.212.555.0147", "PHONE_NUMBER"),
+        ("card 4111.1111.1111.1111", "CREDIT_CARD"),
+        ("<tel:5558675309>", "PHONE_NUMBER"),
+        ("write ana.diaz at example.org", "EMAIL_ADDRESS"),
+        ("write ana @ example.org", "EMAIL_ADDRESS"),
         ("ssn 078 05 1120", "US_SSN"),
         ("ssn 123-45-6789 on file", "US_SSN"),
         ("card 4111 1111 1111 1111", "CREDIT_CARD"),
@@ -154,6 +158,13 @@ def test_when_a_cell_holds_an_identifier_shape_then_the_shape_pass_names_its_ent
         "paid $1,234,567.89 of 1234567.89, limit 12,345,678",
         "at 12/03/2021 14:05, 2021-03-04 12:30:00, times 10:30 11:45 12:15",
         "epoch 1733460000; meet at noon; seen at home dot",
+        # The red team's clinical false positives: dose and page ranges (a bare 3-4 run
+        # is no longer a phone: a known one is still found by the leak check), lists of
+        # equal-length numbers, a date with a time, prose with `at` and `dot`.
+        "Metformin 500-2000 mg/day, pages 123-4567, order #123-4567",
+        "Rooms 101 102 103 104, tracking 7712 3456 7890",
+        "Seen 2023-01-15 0845",
+        "Tenderness at the dot marked on skin; look at the chart",
     ],
 )
 def test_when_a_cell_holds_codes_amounts_dates_or_placeholders_then_no_shape_is_found(
@@ -198,6 +209,10 @@ def test_when_identifier_values_reappear_disguised_then_the_leak_check_finds_the
         "dial 555<i>867</i>5309",  # markup between digits
         "dial 555\u2011867\u20115309",  # non-breaking hyphens
         "dial 555 | 867 | 5309",
+        '<a href="tel:5558675309">call me</a>',  # markup holding digits is read
+        "ref <SSN_5558675309>",  # not the redactor's placeholder: it has digits
+        "J\u0332o\u0332h\u0332n\u0332 S\u0332m\u0332i\u0332t\u0332h\u0332",  # combining marks
+        "j\u00f3hn sm\u00edth",  # accents the value does not have
     ],
 )
 def test_when_a_known_identifier_is_disguised_by_look_alikes_or_markup_then_it_leaks(
