@@ -20,6 +20,7 @@ per-sample weight copies. Noise, scaling and accounting stay Opacus's
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Protocol
 
 import torch
 from torch import nn
@@ -44,6 +45,21 @@ ROW_WISE_LAYERS: tuple[type[nn.Module], ...] = (
 _NORM_EPSILON = 1e-6
 
 PerSampleLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+class ExtraRows(Protocol):
+    """Rows clipped and summed with the batch's records, drawn afresh at every step.
+
+    The seam the white-box audit uses (`audits.gradient_canaries`): each row is given in
+    the clipper's own terms, per Linear layer the layer's input `a` and the gradient `g`
+    at its output (zeros in the layers a row does not touch), so its gradient is
+    `g a^T` (and `g` for the bias) and it goes through exactly the norm, clip factor and
+    sum a record's does, before the optimizer adds noise.
+    """
+
+    def rows(self) -> tuple[list[torch.Tensor], list[torch.Tensor]] | None:
+        """Return this step's (inputs, output gradients) per layer, or None for no row."""
+        ...
 
 
 def supports(network: nn.Module) -> bool:
@@ -96,6 +112,8 @@ class BookKeepingClipper:
         # Set when a fresh clipped sum is written, cleared when it is noised: a sum is
         # never noised twice, and noise is never added to a stale sum.
         self.fresh = False
+        # The audit's seam: rows clipped and summed with every batch (None in training).
+        self.extra_rows: ExtraRows | None = None
 
     def clipped_gradient_sum(self, x: torch.Tensor, y: torch.Tensor) -> float:
         """Write sum_i clip(grad_i) into each parameter's `.grad`; return the summed loss.
@@ -112,6 +130,9 @@ class BookKeepingClipper:
         for start in range(0, max(len(x), 1), self.max_physical_batch_size):
             stop = start + self.max_physical_batch_size
             loss_total += self._accumulate(x[start:stop], y[start:stop])
+        extra = None if self.extra_rows is None else self.extra_rows.rows()
+        if extra is not None:
+            self._clip_and_add(*extra)
         for parameter, view in zip(self.parameters, self.views, strict=True):
             parameter.grad = view
         self.fresh = True
@@ -124,8 +145,12 @@ class BookKeepingClipper:
 
     def _accumulate(self, x: torch.Tensor, y: torch.Tensor) -> float:
         loss, inputs, output_grads = self._forward_backward(x, y)
-        if not len(x):
-            return loss
+        if len(x):
+            self._clip_and_add(inputs, output_grads)
+        return loss
+
+    def _clip_and_add(self, inputs: list[torch.Tensor], output_grads: list[torch.Tensor]) -> None:
+        """Add each row's clipped gradient, given per layer as input and output gradient."""
         norms = self._norms(inputs, output_grads)
         clip = (self.max_grad_norm / (norms + _NORM_EPSILON)).clamp_(max=1.0).unsqueeze(1)
         views = iter(self.views)
@@ -134,7 +159,6 @@ class BookKeepingClipper:
             next(views).addmm_(weighted.T, a)
             if layer.bias is not None:
                 next(views).add_(weighted.sum(0))
-        return loss
 
     def _forward_backward(
         self, x: torch.Tensor, y: torch.Tensor

@@ -86,6 +86,22 @@ class DpReport:
         return cls(**values)
 
 
+@dataclass(frozen=True)
+class AuditHooks:
+    """What an audit run changes in production training; everything else is the same.
+
+    Attributes:
+        canaries: Gradient canaries (`audits.gradient_canaries.GradientCanaries`) the
+            book-keeping clipper clips and sums with every batch (its `extra_rows`
+            seam); they are told the network and the sample rate before the first step.
+        noise: False for the audit's control: the same recipe (clipping, Poisson
+            sampling, canaries) with the noise off, which claims nothing.
+    """
+
+    canaries: Any = None
+    noise: bool = True
+
+
 @dataclass
 class TrainedModel:
     """A trained network with its privacy report and learning curve."""
@@ -111,11 +127,21 @@ def build_network(*, model: str, input_width: int, hidden_units: int) -> nn.Modu
 _GLOBAL_RNG = threading.Lock()
 
 
-def train_model(x: np.ndarray, y: np.ndarray, *, training: TrainingConfig) -> TrainedModel:
+def train_model(
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    training: TrainingConfig,
+    audit: AuditHooks | None = None,
+) -> TrainedModel:
     """Train on (x, y) with DP-SGD (or without, when `training.dp.enabled` is false).
 
+    `audit` is for the white-box audit's runs only (never for a model that is released):
+    gradient canaries, and for its control the noise off.
+
     Raises:
-        ConfigError: when the model fails Opacus validation or the data is too small.
+        ConfigError: when the model fails Opacus validation or the data is too small, or
+            `audit` asks for what only book-keeping clipping with DP on can do.
     """
     started = time.perf_counter()
     n = len(x)
@@ -139,6 +165,11 @@ def train_model(x: np.ndarray, y: np.ndarray, *, training: TrainingConfig) -> Tr
         x, y, batch_size=training.batch_size, generator=torch.Generator().manual_seed(seed)
     )
     optimizer = torch.optim.Adam(network.parameters(), lr=training.learning_rate)
+    if audit is not None and not (dp.enabled and dp.clipping == "bookkeeping"):
+        raise ConfigError(
+            "the white-box audit needs training.dp.enabled=true and "
+            f"training.dp.clipping=bookkeeping (got clipping={dp.clipping})"
+        )
     if dp.enabled:
         loop = privatize(
             network,
@@ -147,13 +178,14 @@ def train_model(x: np.ndarray, y: np.ndarray, *, training: TrainingConfig) -> Tr
             dp=dp,
             epochs=training.epochs,
             max_physical_batch_size=training.max_physical_batch_size,
+            audit=audit,
         )
     else:
         loop = TrainingLoop(network, network, optimizer, loader, plain_step(network, optimizer))
     epoch_loss, steps = run_epochs(loop, epochs=training.epochs)
     network = loop.model
     network.eval()
-    if loop.engine is not None:
+    if loop.engine is not None and not loop.noise_off:
         report = _dp_report(loop, dp=dp, loop_steps=steps)
     else:
         report = DpReport(
@@ -165,9 +197,9 @@ def train_model(x: np.ndarray, y: np.ndarray, *, training: TrainingConfig) -> Tr
             steps=steps,
             max_grad_norm=math.inf,
             accountant="none",
-            poisson_sampling=False,
+            poisson_sampling=loop.noise_off,
             secure_mode=False,
-            clipping="none",
+            clipping=dp.clipping if loop.noise_off else "none",
         )
     return TrainedModel(
         network=network,
@@ -262,6 +294,8 @@ class TrainingLoop:
     loader: Any
     step: Step
     engine: Any = None
+    # The audit's control: DP-SGD's clipping and sampling with the noise off.
+    noise_off: bool = False
 
 
 def _bce(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -292,6 +326,7 @@ def privatize(
     dp: DpConfig,
     epochs: int,
     max_physical_batch_size: int = 4096,
+    audit: AuditHooks | None = None,
 ) -> TrainingLoop:
     """Wrap model, optimizer and loader for DP-SGD, refusing what the accounting can't see.
 
@@ -337,6 +372,7 @@ def privatize(
             noise_multiplier=noise_multiplier,
             noise_generator=noise_generator,
             max_physical_batch_size=max_physical_batch_size,
+            audit=audit,
         )
     elif dp.clipping == "ghost":
         wrapped, dp_optimizer, criterion, private_loader = engine.make_private(
@@ -414,6 +450,7 @@ def _bookkeeping_loop(
     noise_multiplier: float,
     noise_generator: torch.Generator | None,
     max_physical_batch_size: int,
+    audit: AuditHooks | None = None,
 ) -> TrainingLoop:
     """Wire Opacus's Poisson loader, noise and accountant around book-keeping clipping.
 
@@ -435,17 +472,24 @@ def _bookkeeping_loop(
     )
     private_loader = DPDataLoader.from_data_loader(loader, generator=engine.secure_rng)
     sample_rate = 1.0 / len(private_loader)
+    noise_off = audit is not None and not audit.noise
+    if audit is not None and audit.canaries is not None:
+        audit.canaries.attach(network, sample_rate=sample_rate)
+        clipper.extra_rows = audit.canaries
     dp_optimizer = BookKeepingDPOptimizer(
         optimizer,
         clipper=clipper,
-        noise_multiplier=noise_multiplier,
+        noise_multiplier=0.0 if noise_off else noise_multiplier,
         max_grad_norm=dp.max_grad_norm,
         expected_batch_size=int(len(loader.dataset) * sample_rate),  # type: ignore[arg-type]
         loss_reduction="mean",
         generator=engine.secure_rng if dp.secure_mode else noise_generator,
         secure_mode=dp.secure_mode,
     )
-    dp_optimizer.attach_step_hook(engine.accountant.get_optimizer_hook_fn(sample_rate=sample_rate))
+    if not noise_off:  # with no noise there is nothing to account for
+        dp_optimizer.attach_step_hook(
+            engine.accountant.get_optimizer_hook_fn(sample_rate=sample_rate)
+        )
 
     def step(xb: torch.Tensor, yb: torch.Tensor) -> float:
         # No zero_grad: the clipper overwrites its buffer, which the gradients view.
@@ -453,7 +497,9 @@ def _bookkeeping_loop(
         dp_optimizer.step()
         return loss
 
-    return TrainingLoop(network, network, dp_optimizer, private_loader, step, engine)
+    return TrainingLoop(
+        network, network, dp_optimizer, private_loader, step, engine, noise_off=noise_off
+    )
 
 
 def _ghost_step(network: nn.Module, optimizer: Any, criterion: Any) -> Step:
