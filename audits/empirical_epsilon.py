@@ -335,6 +335,7 @@ def one_run_epsilon_lower_bound(
     delta: float,
     confidence: float = 0.95,
     guess_counts: Sequence[int] | None = None,
+    included_share: float = 0.5,
 ) -> EpsilonLowerBound:
     """Bound epsilon from below with the one-run canary audit (Steinke et al. 2023).
 
@@ -353,6 +354,11 @@ def one_run_epsilon_lower_bound(
         confidence: Confidence of the overall statement, in (0, 1).
         guess_counts: Numbers of guesses to try, each in [1, len(canary_scores)];
             default: 1%, 2%, 5%, 10%, 20%, 50% and 100% of the canaries.
+        included_share: Share of each r guessed "included" (on the highest scores), the
+            rest "excluded" on the lowest; fixed in advance. 0.5 suits scores shifted
+            alike both ways; 1.0 suits an included canary whose score varies more than
+            an excluded one's (the white-box audit's: it was sampled a random number of
+            times), whose low end mixes with the excluded ones.
 
     Returns:
         The bound, with the guess and correct counts of the grid point that gave it.
@@ -374,6 +380,8 @@ def one_run_epsilon_lower_bound(
         truth = truth.astype(bool)
     _check_delta(delta)
     _check_confidence(confidence)
+    if not 0.0 <= included_share <= 1.0:
+        raise ValueError(f"included_share must be in [0, 1], got {included_share}")
     m = len(scores)
     grid = _guess_grid(guess_counts, m)
     level = 1.0 - (1.0 - confidence) / len(grid)
@@ -381,7 +389,8 @@ def one_run_epsilon_lower_bound(
     order = np.sort(scores)
     best_epsilon, best_r, best_v = -1.0, 0, 0
     for r in grid:
-        top, bottom = (r + 1) // 2, r // 2
+        top = r if included_share == 1.0 else math.ceil(r * included_share)
+        bottom = r - top
         positive = _top_guesses(scores, order, top)
         negative = _top_guesses(-scores, -order[::-1], bottom)
         v = int(np.count_nonzero(truth & positive) + np.count_nonzero(~truth & negative))
