@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from audits.empirical_epsilon import EpsilonLowerBound, one_run_epsilon_lower_bound
+from audits.gradient_canaries import WhiteBoxAudit
 from audits.membership_inference import true_label_probability
 
 # Trains on (x, y) and returns the network and the epsilon its accountant claims.
@@ -39,16 +40,24 @@ TrainFn = Callable[[np.ndarray, np.ndarray], tuple[nn.Module, float]]
 class CanaryAudit:
     """One canary run's aggregates: the bound, the claim it is judged against, its cost."""
 
-    bound: EpsilonLowerBound
+    # None when the run carried gradient canaries only (audit.canaries = 0).
+    bound: EpsilonLowerBound | None
     claimed_epsilon: float
     private: bool
     rows_trained: int
     seconds: float
+    # The white-box audit of the same run (gradient canaries), when it ran.
+    white_box: WhiteBoxAudit | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready dict (an infinite claim, a non-private run, is null)."""
         claimed = self.claimed_epsilon if np.isfinite(self.claimed_epsilon) else None
-        return {**asdict(self), "bound": self.bound.to_dict(), "claimed_epsilon": claimed}
+        return {
+            **asdict(self),
+            "bound": None if self.bound is None else self.bound.to_dict(),
+            "claimed_epsilon": claimed,
+            "white_box": None if self.white_box is None else self.white_box.to_dict(),
+        }
 
 
 def make_canaries(

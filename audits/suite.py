@@ -152,30 +152,59 @@ class AuditReport:
         return max(a.mia_tpr_at_0_1pct_fpr for a in self.attacks)
 
     @property
+    def canary_bounds(self) -> dict[str, tuple[float, float]]:
+        """Return the canary audits' (bound, claim) pairs, named: `black_box`, `white_box`.
+
+        Both are about the DP audit run (same code and settings as the target) and the
+        claim of that run.
+        """
+        pairs: dict[str, tuple[float, float]] = {}
+        if self.canary is not None:
+            if self.canary.bound is not None:
+                pairs["black_box"] = (self.canary.bound.epsilon, self.canary.claimed_epsilon)
+            if self.canary.white_box is not None:
+                white = self.canary.white_box
+                pairs["white_box"] = (white.bound.epsilon, white.claimed_epsilon)
+        return pairs
+
+    @property
     def empirical_epsilon_lower_bound(self) -> float:
         """The largest lower bound any part of the audit proved."""
         bounds = [b.epsilon for b in self.bounds.values()]
-        if self.canary is not None:
-            bounds.append(self.canary.bound.epsilon)
+        bounds += [bound for bound, _ in self.canary_bounds.values()]
         return max(bounds, default=0.0)
 
     @property
     def closest_to_refuting_claim(self) -> tuple[float, float]:
         """Return (bound, claim) of the bound that comes closest to its own run's claim.
 
-        The attacks' bounds are about the target and its claim; the canary audit's bound
-        is about the audit run and the claim of that run. If any bound exceeds its claim,
-        the pair returned shows it.
+        The attacks' bounds are about the target and its claim; the canary audits'
+        bounds are about the audit run and the claim of that run. If any bound exceeds
+        its claim, the pair returned shows it.
         """
         pairs = [(b.epsilon, self.claimed_epsilon) for b in self.bounds.values()]
-        if self.canary is not None:
-            pairs.append((self.canary.bound.epsilon, self.canary.claimed_epsilon))
+        pairs += list(self.canary_bounds.values())
         return max(pairs, key=lambda pair: pair[0] - pair[1])
 
     @property
     def control_epsilon_lower_bound(self) -> float | None:
-        """What the audit proves about the same recipe without DP (its power)."""
-        return None if self.control is None else self.control.bound.epsilon
+        """What the audit proves about the same recipe with the noise off (its power).
+
+        The white-box control's bound when it ran (the power rule judges it), else the
+        black-box control's.
+        """
+        if self.control is None:
+            return None
+        if self.control.white_box is not None:
+            return self.control.white_box.bound.epsilon
+        return None if self.control.bound is None else self.control.bound.epsilon
+
+    @property
+    def white_box_plan(self) -> dict[str, Any] | None:
+        """The white-box control's plan (canaries, guesses needed), when it ran."""
+        if self.control is None or self.control.white_box is None:
+            return None
+        return self.control.white_box.plan.to_dict()
 
     def to_dict(self) -> dict[str, Any]:
         """Return the JSON report (the keys `privgate audit --json` promises, and more)."""
@@ -188,6 +217,11 @@ class AuditReport:
             "claimed_epsilon": _finite(self.claimed_epsilon),
             "delta": self.delta,
             "control_epsilon_lower_bound": self.control_epsilon_lower_bound,
+            "canary_epsilon_lower_bounds": {
+                name: {"epsilon": bound, "claimed_epsilon": _finite(claim)}
+                for name, (bound, claim) in self.canary_bounds.items()
+            },
+            "white_box_plan": self.white_box_plan,
             "attacks": [
                 {**a.to_dict(), "epsilon_lower_bound": self.bounds[a.attack].to_dict()}
                 for a in self.attacks
@@ -218,16 +252,28 @@ class AuditReport:
         if not math.isfinite(self.claimed_epsilon):
             claimed = "∞ (no DP)"
         lines += ["", f"Claimed epsilon {claimed} at delta {self.delta:.3g}."]
-        runs = (("Canary audit (DP run)", self.canary), ("Control (no DP)", self.control))
+        runs = (("DP audit run", self.canary), ("Control (noise off)", self.control))
         for title, run in runs:
             if run is None:
                 lines.append(f"{title}: not run.")
                 continue
-            b = run.bound
+            for kind, b in (
+                ("black box, input canaries", run.bound),
+                ("white box, gradient canaries", run.white_box and run.white_box.bound),
+            ):
+                if b is None:
+                    continue
+                lines.append(
+                    f"{title}, {kind}: {b.canaries} canaries, {b.correct} of {b.guesses} "
+                    f"guesses correct, epsilon >= {b.epsilon:.3f} at {b.confidence:.0%} "
+                    f"confidence ({run.seconds:.1f} s)."
+                )
+        plan = self.white_box_plan
+        if plan is not None and plan["needed_guesses"] is not None:
             lines.append(
-                f"{title}: {b.canaries} canaries, {b.correct} of {b.guesses} guesses correct, "
-                f"epsilon >= {b.epsilon:.3f} at {b.confidence:.0%} confidence "
-                f"({run.seconds:.1f} s)."
+                f"Proving the claim needs {plan['needed_guesses']} guesses all right; the "
+                f"white-box audit used {plan['canaries']} canaries and tried "
+                f"{', '.join(map(str, plan['grid']))} guesses."
             )
         if self.worst_decile is not None:
             w = self.worst_decile

@@ -405,6 +405,17 @@ class AuditConfig(_Model):
         ge=100,
         description="Members and non-members each scored (balanced, seeded sample).",
     )
+    gradient_canaries: int = Field(
+        default=2000,
+        ge=0,
+        le=8000,
+        description=(
+            "Gradient canaries of the white-box one-run audit (clipped and summed with "
+            "every batch of a separate audit run, each with probability 1/2); more are "
+            "drawn when the claim needs them. 0 skips it, which leaves the audit "
+            "inconclusive."
+        ),
+    )
     canaries: int = Field(
         default=1000,
         ge=0,
@@ -542,10 +553,15 @@ class PrivacyPolicy(_Model):
     max_mia_tpr_at_1pct_fpr: float = Field(
         ge=0.0, le=1.0, description="Membership-inference TPR at 1% FPR ceiling."
     )
-    min_audit_power_epsilon: float = Field(
+    # None (the default): the white-box control must prove the claimed epsilon itself,
+    # since an audit that could not prove the claim cannot catch a breach of it. A number
+    # overrides that with a fixed floor; any floor under the claim accepts audits blind to
+    # some breaches of it, so say why in the policy file.
+    min_audit_power_epsilon: float | None = Field(
+        default=None,
         ge=0.0,
-        description="The canary audit's non-private control must prove epsilon >= this, "
-        "else the audit is inconclusive.",
+        description="Override of the audit-power rule: the white-box audit's control (same "
+        "recipe, noise off) must prove epsilon >= this. Empty: >= the claimed epsilon.",
     )
 
     def sha256(self) -> str:

@@ -248,7 +248,18 @@ def _audit_lines(audit: Mapping[str, Any]) -> list[str]:
         ["non-members", _count(audit.get("non_members"))],
         ["empirical epsilon lower bound", _epsilon(audit.get("empirical_epsilon_lower_bound"))],
         ["claimed epsilon", _epsilon(audit.get("claimed_epsilon"))],
-        ["audit power (bound proved without DP)", _epsilon(audit.get("audit_power_epsilon"))],
+        [
+            "white-box canary audit (gradient canaries) lower bound",
+            _epsilon(audit.get("white_box_epsilon_lower_bound")),
+        ],
+        [
+            "black-box canary audit (input canaries) lower bound",
+            _epsilon(audit.get("black_box_canary_epsilon_lower_bound")),
+        ],
+        [
+            "audit power (white-box control, noise off)",
+            _epsilon(audit.get("audit_power_epsilon")),
+        ],
     ]
     lines = ["## Audit", "", *_table(["measure", "value"], rows)]
     attacks = [a for a in audit.get("attacks") or () if isinstance(a, Mapping)]

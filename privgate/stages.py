@@ -12,7 +12,7 @@ import math
 import secrets
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ import pandas as pd
 
 from audits.canaries import CanaryAudit, canary_audit, make_canaries
 from audits.gates import Evidence, GateReport, run_gates
+from audits.gradient_canaries import GradientCanaries, plan, white_box_bound
 from audits.membership_inference import balanced_sample, true_label_probability
 from audits.plots import plot_roc
 from audits.reference_models import Recipe, reference_probabilities
@@ -44,7 +45,15 @@ from privgate.registry import (
     log_run_file,
     log_run_text,
 )
-from privgate.training import DpReport, TrainedModel, accuracy, predict_logits, train_model
+from privgate.training import (
+    AuditHooks,
+    DpReport,
+    TrainedModel,
+    accuracy,
+    build_network,
+    predict_logits,
+    train_model,
+)
 from privgate.validation import ValidationReport, public_domains, validate_table
 
 DATA_GATES = ("residual_pii", "k_anonymity", "l_diversity")
@@ -495,43 +504,115 @@ def reference_predictions(trained: Trained, config: PipelineConfig, *, group: in
 
 
 def canary_run(trained: Trained, config: PipelineConfig, *, private: bool) -> CanaryAudit | None:
-    """Run the one-run canary audit on the test table; `private=False` is its control.
+    """Run the one-run canary audits on the test table; `private=False` is the control.
 
-    Returns None when the config asks for no canaries, or for the DP run of a model
-    trained without DP (no claim to check).
+    One training run of the production code carries both audits: the black-box one's
+    input canaries (synthetic records added to the population) and the white-box one's
+    gradient canaries (clipped and summed with every batch, `audits.gradient_canaries`).
+    Each canary set's inclusion is drawn independently of the other's, so each audit's
+    test holds with the other's canaries as part of the data. The control is the same
+    recipe with the noise off (the white-box audit needs book-keeping clipping; without
+    it, or for a model trained without DP, the control trains without DP and only the
+    black-box audit runs).
+
+    Returns None when there is nothing to run: no canaries of either kind, or the DP run
+    of a model trained without DP (no claim to check).
     """
     audit = config.audit
-    if audit.canaries == 0 or (private and not config.training.dp.enabled):
+    dp = config.training.dp
+    if private and not dp.enabled:
         return None
-    training = config.training if private else non_private(config.training)
-    # The DP run's inclusion draw is secret and fresh, so nobody can search for a draw
-    # that passes; the control's is seeded, so the audit's power is a property of the
-    # recipe and reproducible.
-    inclusion_seed = secrets.randbits(63) if private else config.training.seed + 1
+    white = audit.gradient_canaries > 0 and dp.enabled and dp.clipping == "bookkeeping"
+    if audit.canaries == 0 and not white:
+        return None
+    training = config.training if private or white else non_private(config.training)
+    # The DP run's draws are secret and fresh, so nobody can search for a draw that
+    # passes; the control's are seeded, so the audit's power is a property of the recipe
+    # and reproducible.
+    seed = secrets.randbits(63) if private else config.training.seed + 1
+    delta = dp.target_delta
+    confidence = per_statement_confidence(config)
+    white_level = white_box_confidence(config)
+    gradient = None
+    guess_plan = None
+    if white:
+        # The guesses and canaries a proof of the claim needs, for the control too: its
+        # job is to show this audit could prove the claim. Calibration makes the run
+        # claim at most the target epsilon, so the plan is made for the target.
+        guess_plan = plan(
+            dp.target_epsilon,
+            canaries=audit.gradient_canaries,
+            delta=delta,
+            confidence=white_level,
+        )
+        network = build_network(
+            model=config.training.model,
+            input_width=input_width(trained.feature_spec),
+            hidden_units=config.training.hidden_units,
+        )
+        gradient = GradientCanaries(
+            network, guess_plan.canaries, max_grad_norm=dp.max_grad_norm, seed=seed
+        )
+    hooks = AuditHooks(canaries=gradient, noise=private) if white else None
+    claimed: list[float] = []
 
     def train_run(x: np.ndarray, y: np.ndarray) -> tuple[Any, float]:
-        model = train_model(x, y, training=training)
+        model = train_model(x, y, training=training, audit=hooks)
+        claimed.append(model.dp.epsilon_spent)
         return model.network, model.dp.epsilon_spent
 
-    return canary_audit(
-        trained.population,
-        make_canaries(trained.feature_spec, audit.canaries, seed=config.training.seed),
-        train_run,
-        private=private,
-        delta=config.training.dp.target_delta,
-        confidence=per_statement_confidence(config),
-        seed=inclusion_seed,
+    started = time.perf_counter()
+    if audit.canaries:
+        result = canary_audit(
+            trained.population,
+            make_canaries(trained.feature_spec, audit.canaries, seed=config.training.seed),
+            train_run,
+            private=private,
+            delta=delta,
+            confidence=confidence,
+            seed=seed + 1,
+        )
+    else:
+        train_run(*trained.population)
+        result = CanaryAudit(
+            bound=None,
+            claimed_epsilon=claimed[0],
+            private=private,
+            rows_trained=len(trained.population[0]),
+            seconds=0.0,
+        )
+    if gradient is None or guess_plan is None:
+        return result
+    white_box = white_box_bound(
+        gradient,
+        guess_plan,
+        claimed_epsilon=claimed[0],
+        noise=private,
+        delta=delta,
+        confidence=white_level,
     )
+    return replace(result, white_box=white_box, seconds=time.perf_counter() - started)
 
 
 def per_statement_confidence(config: PipelineConfig) -> float:
-    """Return each bound's confidence so that all of them hold at `audit.confidence`.
+    """Return each black-box bound's confidence, so that all bounds hold together.
 
-    The gate takes the largest of one bound per attack and the canary audit's: a
-    Bonferroni split of the error over them keeps that maximum valid.
+    The gate takes the largest of one bound per attack, the black-box canary audit's and
+    the white-box one's: a weighted Bonferroni split of the error keeps that maximum
+    valid. The white-box audit, the rigorous test, gets half the error when it runs
+    (`white_box_confidence`); the other statements share the rest.
     """
-    statements = len(config.audit.attacks) + (1 if config.audit.canaries else 0)
-    return 1.0 - (1.0 - config.audit.confidence) / statements
+    audit = config.audit
+    error = 1.0 - audit.confidence
+    if audit.gradient_canaries:
+        error /= 2
+    statements = len(audit.attacks) + (1 if audit.canaries else 0)
+    return 1.0 - error / max(statements, 1)
+
+
+def white_box_confidence(config: PipelineConfig) -> float:
+    """Return the white-box audit's confidence: half the audit's error is its own."""
+    return 1.0 - (1.0 - config.audit.confidence) / 2
 
 
 def audit(
@@ -618,6 +699,7 @@ def audit_evidence(report: AuditReport) -> dict[str, Any]:
         "claimed_epsilon": claim,
         "dp_violations": len(report.violations),
         "audit_power_epsilon": report.control_epsilon_lower_bound,
+        "white_box_plan": report.white_box_plan,
     }
 
 
@@ -775,6 +857,12 @@ def register(
     return registration
 
 
+def _bound_of(report: AuditReport, kind: str) -> float | None:
+    """Return the named canary audit's epsilon lower bound on the DP run, if it ran."""
+    pair = report.canary_bounds.get(kind)
+    return None if pair is None else pair[0]
+
+
 def model_card_facts(
     evidence: RunEvidence,
     gates: GateReport,
@@ -827,6 +915,8 @@ def model_card_facts(
             "empirical_epsilon_lower_bound": evidence.audit.empirical_epsilon_lower_bound,
             "claimed_epsilon": evidence.audit.to_dict()["claimed_epsilon"],
             "audit_power_epsilon": evidence.audit.control_epsilon_lower_bound,
+            "white_box_epsilon_lower_bound": _bound_of(evidence.audit, "white_box"),
+            "black_box_canary_epsilon_lower_bound": _bound_of(evidence.audit, "black_box"),
             "roc_plot": "roc.png",  # beside the card in model_card/
         },
         "utility": {

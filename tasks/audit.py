@@ -38,14 +38,21 @@ def run_canary_audit(
     with withheld("canary-audit"):
         result = stages.canary_run(trained, config, private=private)
     if result is not None:
-        get_run_logger().info(
-            "canary audit (%s): epsilon >= %.3f from %d of %d guesses, %.1f s",
-            "DP" if private else "no-DP control",
-            result.bound.epsilon,
-            result.bound.correct,
-            result.bound.guesses,
-            result.seconds,
-        )
+        logger = get_run_logger()
+        for kind, bound in (
+            ("black box", result.bound),
+            ("white box", result.white_box and result.white_box.bound),
+        ):
+            if bound is not None:
+                logger.info(
+                    "canary audit, %s (%s): epsilon >= %.3f from %d of %d guesses, %.1f s",
+                    kind,
+                    "DP" if private else "control, noise off",
+                    bound.epsilon,
+                    bound.correct,
+                    bound.guesses,
+                    result.seconds,
+                )
     return result
 
 

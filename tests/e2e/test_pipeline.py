@@ -248,7 +248,13 @@ def test_when_a_run_is_audited_then_its_report_and_plot_are_logged(runs: dict) -
     assert [a["attack"] for a in approved["attacks"]] == ["loss_threshold", "rmia", "lira_offline"]
     assert approved["reference_models"] == 4
     assert approved["canary_audit"]["bound"]["canaries"] == 1000
-    assert approved["control"]["bound"]["epsilon"] >= 0.1
+    # The white-box control (noise off) proves the claim: the audit has power for it.
+    white = approved["control"]["white_box"]
+    assert white["bound"]["epsilon"] >= approved["claimed_epsilon"] - 0.01
+    assert white["plan"]["claim_provable"] is True
+    assert set(approved["canary_epsilon_lower_bounds"]) == {"black_box", "white_box"}
+    for named in approved["canary_epsilon_lower_bounds"].values():
+        assert named["epsilon"] < named["claimed_epsilon"]
     without_dp = next(r for r in reports if r["claimed_epsilon"] is None)
     assert without_dp["canary_audit"] is None  # no claim to check
     assert len(list(home.rglob("reports/audit/audit_report.md"))) == 2

@@ -79,7 +79,9 @@ def _facts() -> dict[str, Any]:
                 "non_members": 10_000,
                 "empirical_epsilon_lower_bound": 0.12345,
                 "claimed_epsilon": 2.94,
-                "audit_power_epsilon": 0.81,
+                "audit_power_epsilon": 3.14,
+                "white_box_epsilon_lower_bound": 0.31,
+                "black_box_canary_epsilon_lower_bound": 0.12,
                 "attacks": [
                     {
                         "attack": "rmia",
