@@ -25,13 +25,19 @@ class Run:
         return json.loads(self.stdout)
 
 
-def run_cli(home: Path, *args: str, timeout: float = 900) -> Run:
-    """Run `python -m privgate.cli ARGS` with PRIVGATE_HOME=home and no outside servers."""
+def run_cli(
+    home: Path, *args: str, timeout: float = 900, module: tuple[str, ...] = ("privgate.cli",)
+) -> Run:
+    """Run `python -m privgate.cli ARGS` with PRIVGATE_HOME=home and no outside servers.
+
+    `module` replaces `privgate.cli` with another entry point and its first arguments
+    (`("tests.broken_dp", "noise_off")` runs the CLI with a planted DP bug).
+    """
     env = {**os.environ, "PRIVGATE_HOME": str(home)}
     for key in ("MLFLOW_TRACKING_URI", "PREFECT_API_URL", "PREFECT_HOME"):
         env.pop(key, None)
     done = subprocess.run(
-        [sys.executable, "-m", "privgate.cli", *args],
+        [sys.executable, "-m", *module, *args],
         cwd=ROOT,
         env=env,
         capture_output=True,
