@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.privgate-installed
 
-.PHONY: help install run test test-fast lint bench bench-orchestration bench-dp bench-audit bench-pii bench-kanon bench-sweep clean-state
+.PHONY: help install run test test-fast lint bench bench-orchestration bench-dp bench-audit bench-audit-power bench-pii bench-kanon bench-sweep clean-state
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -35,7 +35,7 @@ test-fast: $(STAMP) ## run the unit and config tests (no end-to-end or server te
 lint: $(STAMP) ## ruff lint and format check
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
-bench: bench-orchestration bench-dp bench-audit bench-pii bench-kanon bench-sweep ## all benchmarks
+bench: bench-orchestration bench-dp bench-audit bench-audit-power bench-pii bench-kanon bench-sweep ## all benchmarks
 
 bench-orchestration: $(STAMP) ## Prefect + MLflow overhead over plain stage calls
 	$(BIN)/python benchmarks/orchestration.py
@@ -45,6 +45,9 @@ bench-dp: $(STAMP) ## DP-SGD vs non-private epoch time and accuracy, full Adult
 
 bench-audit: $(STAMP) ## attacks, canary audit and a LiRA-64 yardstick, full Adult
 	$(BIN)/python benchmarks/audit.py
+
+bench-audit-power: $(STAMP) ## white-box audit vs planted DP breaches, 20 seeds, full Adult
+	$(BIN)/python benchmarks/audit_power.py
 
 bench-pii: $(STAMP) ## PII scan, anonymize, verify at 1M rows; redaction vs naive Presidio
 	$(BIN)/python -u benchmarks/pii.py
