@@ -13,11 +13,19 @@ in the clipper's terms, so its gradient sits on weight (i, j) alone (its bias sh
 under 1%), the form a record's gradient has in that layer. `s` is a thousand clipping
 norms C, so correct clipping brings each to C, the most DP allows a record, while a
 layer that skips clipping lets thousands of times that through. Distinct weights make
-canaries exactly orthogonal to one another, and Adam, which scales each weight on its
-own, treats each alone. A canary's score is how far training moved its weight against
-it, `-(W_final - W_initial)[i, j]`, on the scale of the canaries sharing its input (a
-busy input's weights drift more); every guess is "included", on the highest scores
-(`one_run_epsilon_lower_bound`).
+canaries exactly orthogonal to one another.
+
+A canary's score is read off the transcript DP-SGD's accountant counts as released,
+the noised gradient sum of every step: at each step, the released sum on the canary's
+weight less the records' clipped sum on it (the seam shows both), summed over the
+steps, in clipping norms. DP holds against an auditor who knows every other record, so
+removing the records' part is post-processing; what is left is the canary's clipped
+gradient each time it was sampled plus the noise, `Binomial(T, q) x 0.995 + N(0, T
+sigma^2)` when it is included and the noise alone when not: exactly the Gaussian
+mechanism `idealized_bound` simulates, whatever the optimizer (Adam would otherwise
+flatten a 1000x breach into one learning-rate step) and however the data moves the
+weight. Half the guesses are "included" on the highest scores, half "excluded" on the
+lowest (`one_run_epsilon_lower_bound`).
 
 How many guesses, and so how many canaries, a claim needs is fixed before training
 (`plan`): proving epsilon takes at least r guesses all right with
@@ -52,15 +60,15 @@ CANARY_SCALE = 1000.0
 # Guess counts tried: the claim's minimum r and three doublings (capped at m), fixed in
 # advance so the Bonferroni split is known before any score is.
 GRID_POINTS = 4
-# Every guess is "included", on the highest scores: an included canary's score varies
-# with how often it was sampled, so its low end mixes with the excluded ones.
-INCLUDED_SHARE = 1.0
+# Guesses from both ends of the ranking: the excluded canaries' scores are the noise
+# alone, so the lowest are as telling as the highest (more proof for the same m).
+INCLUDED_SHARE = 0.5
+# Exact ties (the control's excluded canaries all score 0) are broken by this much.
+TIE_JITTER = 1e-6
 # A canary row's input is this long: a row's bias gradient is its output gradient, so
 # with a unit input half the clipped norm would go to the bias; at 10, 99.5% of it
 # lands on the canary's weight, where it is scored.
 INPUT_SCALE = 10.0
-# Canaries on one input are scored on their own scale once they are this many.
-MIN_GROUP = 16
 # Canaries: at least this many times the minimum guesses (guesses come from both ends
 # of the ranking, and not every guess can be right), at most MAX_CANARIES.
 CANARIES_PER_GUESS = 4
@@ -89,33 +97,49 @@ class GuessPlan:
         return {**asdict(self), "grid": list(self.grid)}
 
 
-def plan(claimed_epsilon: float, *, canaries: int, delta: float, confidence: float) -> GuessPlan:
+def plan(
+    claimed_epsilon: float,
+    *,
+    canaries: int,
+    delta: float,
+    confidence: float,
+    capacity: int | None = None,
+) -> GuessPlan:
     """Choose m and the guess counts from the claim (see the module docstring).
 
-    Starts from `canaries` (the configured m) and doubles it, up to MAX_CANARIES, until
-    m >= CANARIES_PER_GUESS x the guesses needed. A claim of infinity (no DP) gets the
-    configured m and a grid of fractions of it.
+    Starts from `canaries` (the configured m) and doubles it, up to MAX_CANARIES and the
+    network's `capacity` (`weight_capacity`: two canaries on one weight would each
+    carry the other's signal), until m >= CANARIES_PER_GUESS x the guesses needed. A
+    claim of infinity (no DP) gets the configured m and a grid of fractions of it.
 
     Raises:
-        ValueError: when `canaries` is not positive.
+        ValueError: when `canaries` or `capacity` is not positive.
     """
     if canaries <= 0:
         raise ValueError(f"the white-box audit needs at least one canary, got {canaries}")
+    if capacity is not None and capacity <= 0:
+        raise ValueError(f"the network must hold at least one canary, got capacity {capacity}")
+    most = MAX_CANARIES if capacity is None else min(MAX_CANARIES, capacity)
+    m = min(canaries, most)
     if not math.isfinite(claimed_epsilon):
-        grid = tuple(sorted({max(1, round(f * canaries)) for f in (0.05, 0.2, 0.5, 1.0)}))
-        return GuessPlan(canaries, None, grid, claim_provable=False)
+        grid = tuple(sorted({max(1, round(f * m)) for f in (0.05, 0.2, 0.5, 1.0)}))
+        return GuessPlan(m, None, grid, claim_provable=False)
     level = 1.0 - (1.0 - confidence) / GRID_POINTS
-    m = canaries
     while True:
         needed = _needed_guesses(claimed_epsilon, canaries=m, delta=delta, level=level)
-        if (needed is not None and CANARIES_PER_GUESS * needed <= m) or m >= MAX_CANARIES:
+        if (needed is not None and CANARIES_PER_GUESS * needed <= m) or m >= most:
             break
-        m = min(MAX_CANARIES, 2 * m)
+        m = min(most, 2 * m)
     if needed is None:
         grid = tuple(sorted({max(1, round(f * m)) for f in (0.05, 0.2, 0.5, 1.0)}))
         return GuessPlan(m, None, grid, claim_provable=False)
     grid = tuple(sorted({min(m, needed * 2**k) for k in range(GRID_POINTS)}))
     return GuessPlan(m, needed, grid, claim_provable=True)
+
+
+def weight_capacity(network: nn.Module) -> int:
+    """Return how many Dirac canaries `network` holds on distinct weights."""
+    return sum(layer.weight.numel() for layer in network if isinstance(layer, nn.Linear))
 
 
 def _needed_guesses(claim: float, *, canaries: int, delta: float, level: float) -> int | None:
@@ -183,18 +207,28 @@ class GradientCanaries:
             self.g.append(g)
             self.a.append(a)
         self._generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
-        self._linears: list[nn.Linear] = []
-        self._initial: list[torch.Tensor] = []
+        self.tie_seed = int(rng.integers(2**62))
+        # Each canary's weight: (layer, output row, input column).
+        self._cells = [
+            (
+                torch.from_numpy(np.flatnonzero(layer_of == index)),
+                torch.from_numpy(np.argmax(self.g[index][layer_of == index], axis=1)),
+                torch.from_numpy(np.argmax(self.a[index][layer_of == index], axis=1)),
+            )
+            for index in range(len(linears))
+        ]
+        self.max_grad_norm = max_grad_norm
         self.sample_rate: float | None = None
         self.rows_added = 0
+        self.steps_observed = 0
+        self._records: np.ndarray | None = None
+        self._sums = np.zeros(count)
 
     def __len__(self) -> int:
         return len(self.layer_of)
 
-    def attach(self, network: nn.Module, *, sample_rate: float) -> None:
-        """Remember the initial weights and the records' sample rate (before step one)."""
-        self._linears = [layer for layer in network if isinstance(layer, nn.Linear)]
-        self._initial = [layer.weight.detach().clone() for layer in self._linears]
+    def attach(self, *, sample_rate: float) -> None:
+        """Take the records' sample rate (before step one)."""
         self.sample_rate = sample_rate
 
     def rows(self) -> tuple[list[torch.Tensor], list[torch.Tensor]] | None:
@@ -217,30 +251,37 @@ class GradientCanaries:
             grads.append(g)
         return inputs, grads
 
+    def records_summed(self, weights: list[torch.Tensor]) -> None:
+        """Keep the records' clipped sum on every canary's weight (this step's)."""
+        self._records = self._on_canaries(weights)
+
+    def released(self, weights: list[torch.Tensor]) -> None:
+        """Add the released sum less the records' on every canary's weight to its score.
+
+        Raises:
+            RuntimeError: when no records' sum was seen for this step.
+        """
+        if self._records is None:
+            raise RuntimeError("a released gradient sum came without the records' sum")
+        self._sums += self._on_canaries(weights) - self._records
+        self._records = None
+        self.steps_observed += 1
+
+    def _on_canaries(self, weights: list[torch.Tensor]) -> np.ndarray:
+        values = np.empty(len(self))
+        for weight, (rows, out, col) in zip(weights, self._cells, strict=True):
+            values[rows.numpy()] = weight[out, col].double().numpy()
+        return values
+
     def scores(self) -> np.ndarray:
-        """Return each canary's score: how far its layer moved against its direction."""
-        if not self._linears:
+        """Return each canary's score, in clipping norms (see the module docstring).
+
+        Raises:
+            RuntimeError: before any training step was observed.
+        """
+        if not self.steps_observed:
             raise RuntimeError("gradient canaries were not attached to a training loop")
-        scores = np.empty(len(self))
-        for index, (layer, initial) in enumerate(zip(self._linears, self._initial, strict=True)):
-            mine = np.flatnonzero(self.layer_of == index)
-            moved = (layer.weight.detach() - initial).numpy().astype(np.float64)
-            # -g^T (W_T - W_0) a for every canary of this layer at once.
-            g, a = self.g[index][mine], self.a[index][mine]
-            raw = -np.einsum("ko,oi,ki->k", g, moved, a)
-            # Weights differ in how much the data moves them: a busy input's weights
-            # drift more than a rare category's. Canaries sharing a layer's input are
-            # put on one scale by their own median and spread (all of a layer's, when
-            # fewer share it): a function of the scores and the design alone, never of
-            # who was included, so the test stays valid.
-            column = np.argmax(a, axis=1)
-            groups = _score_groups(column)
-            for group in groups:
-                part = raw[group]
-                spread = float(np.median(np.abs(part - np.median(part))))
-                raw[group] = (part - np.median(part)) / spread if spread > 0 else part
-            scores[mine] = raw
-        return scores
+        return self._sums / self.max_grad_norm
 
 
 def _dirac(
@@ -249,8 +290,7 @@ def _dirac(
     """Return unit `g` and `a` rows putting each canary of `rows` on its own weight.
 
     Dirac canaries: distinct weights while the layer has enough, so the weight parts of
-    two canaries are exactly orthogonal, and Adam, which scales each weight on its own,
-    treats each canary alone.
+    two canaries are exactly orthogonal and one canary's score holds no other's signal.
     """
     g = np.zeros((count, out_w), dtype=np.float32)
     a = np.zeros((count, in_w), dtype=np.float32)
@@ -261,12 +301,15 @@ def _dirac(
     return g, a
 
 
-def _score_groups(column: np.ndarray) -> list[np.ndarray]:
-    """Group canaries by input column when each group has MIN_GROUP, else one group."""
-    values, counts = np.unique(column, return_counts=True)
-    if len(values) > 1 and counts.min() >= MIN_GROUP:
-        return [np.flatnonzero(column == value) for value in values]
-    return [np.arange(len(column))]
+def _untied(scores: np.ndarray, seed: int) -> np.ndarray:
+    """Break exact ties with a seeded jitter far below any canary's signal.
+
+    With the noise off (the control), every excluded canary scores exactly 0, and the
+    one-run test abstains on a tie group straddling a cut-off: the "excluded" guesses
+    would all be abstentions. The jitter is independent of the inclusion, so the test
+    stays valid; against a signal of at least 0.995 it decides only ties.
+    """
+    return scores + np.random.default_rng(seed).uniform(-TIE_JITTER, TIE_JITTER, len(scores))
 
 
 @dataclass(frozen=True)
@@ -302,7 +345,7 @@ def white_box_bound(
 ) -> WhiteBoxAudit:
     """Bound epsilon from the trained canaries' scores, on the planned guess counts."""
     bound = one_run_epsilon_lower_bound(
-        canaries.scores(),
+        _untied(canaries.scores(), canaries.tie_seed),
         canaries.included,
         delta=delta,
         confidence=confidence,
@@ -329,19 +372,19 @@ def idealized_bound(
     confidence: float,
     seed: int,
 ) -> EpsilonLowerBound:
-    """What a perfect one-run audit of the final weights could prove with these canaries.
+    """What a perfect one-run audit could prove with these canaries (the test's limit).
 
     The same m, steps, sample rate, noise and guesses, in an ideal model: canaries
-    exactly orthogonal, the data moving nothing, plain summed gradients. A canary's
-    score, in clipping norms, is the times it was sampled plus the noise on its
-    direction, N(0, steps x sigma^2): the Gaussian mechanism the audit observes.
+    exactly orthogonal, all of a clipped canary on its weight. A canary's score, in
+    clipping norms, is the times it was sampled plus the noise on its direction,
+    N(0, steps x sigma^2): the Gaussian mechanism the accountant analyses.
     """
     rng = np.random.default_rng(seed)
     included = rng.random(canaries) < 0.5
     sampled = rng.binomial(steps, sample_rate, size=canaries) * included
     scores = sampled + rng.normal(0.0, noise_multiplier * math.sqrt(steps), size=canaries)
     return one_run_epsilon_lower_bound(
-        scores,
+        _untied(scores, seed),
         included,
         delta=delta,
         confidence=confidence,

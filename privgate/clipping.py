@@ -54,11 +54,23 @@ class ExtraRows(Protocol):
     the clipper's own terms, per Linear layer the layer's input `a` and the gradient `g`
     at its output (zeros in the layers a row does not touch), so its gradient is
     `g a^T` (and `g` for the bias) and it goes through exactly the norm, clip factor and
-    sum a record's does, before the optimizer adds noise.
+    sum a record's does, before the optimizer adds noise. At every step the rows' owner
+    also sees, per Linear layer's weight, the records' clipped sum before its rows are
+    added (`records_summed`) and the noised sum the optimizer releases
+    (`released`): what DP-SGD's accountant counts as released, and what an auditor who
+    knows every record may subtract the records from.
     """
 
     def rows(self) -> tuple[list[torch.Tensor], list[torch.Tensor]] | None:
         """Return this step's (inputs, output gradients) per layer, or None for no row."""
+        ...
+
+    def records_summed(self, weights: list[torch.Tensor]) -> None:
+        """See the records' clipped weight-gradient sums, before the rows are added."""
+        ...
+
+    def released(self, weights: list[torch.Tensor]) -> None:
+        """See the noised weight-gradient sums, after the noise and before scaling."""
         ...
 
 
@@ -109,6 +121,11 @@ class BookKeepingClipper:
         self.flat = torch.zeros(sum(p.numel() for p in self.parameters))
         chunks = torch.split(self.flat, [p.numel() for p in self.parameters])
         self.views = [c.view_as(p) for c, p in zip(chunks, self.parameters, strict=True)]
+        self.weight_views = [
+            view
+            for view, p in zip(self.views, self.parameters, strict=True)
+            if any(p is layer.weight for layer in self.linears)
+        ]
         # Set when a fresh clipped sum is written, cleared when it is noised: a sum is
         # never noised twice, and noise is never added to a stale sum.
         self.fresh = False
@@ -130,13 +147,27 @@ class BookKeepingClipper:
         for start in range(0, max(len(x), 1), self.max_physical_batch_size):
             stop = start + self.max_physical_batch_size
             loss_total += self._accumulate(x[start:stop], y[start:stop])
-        extra = None if self.extra_rows is None else self.extra_rows.rows()
-        if extra is not None:
-            self._clip_and_add(*extra)
+        if self.extra_rows is not None:
+            self.extra_rows.records_summed(self.weight_views)
+            extra = self.extra_rows.rows()
+            if extra is not None:
+                self._clip_and_add(*extra)
         for parameter, view in zip(self.parameters, self.views, strict=True):
             parameter.grad = view
         self.fresh = True
         return loss_total
+
+    def noised(self) -> None:
+        """Mark the sum as noised (the optimizer calls it once, after adding noise).
+
+        Raises:
+            RuntimeError: when no fresh clipped sum was written since the last noise.
+        """
+        if not self.fresh:
+            raise RuntimeError("no fresh clipped gradient sum to noise: call the clipper first")
+        self.fresh = False
+        if self.extra_rows is not None:
+            self.extra_rows.released(self.weight_views)
 
     def per_sample_norms(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Return each row's full-gradient L2 norm (before clipping)."""

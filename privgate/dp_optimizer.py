@@ -37,7 +37,6 @@ class BookKeepingDPOptimizer(DPOptimizerFastGradientClipping):
         """
         if not self.clipper.fresh:
             raise RuntimeError("no fresh clipped gradient sum to noise: call the clipper first")
-        self.clipper.fresh = False
         noise = _generate_noise(
             std=self.noise_multiplier * self.max_grad_norm,
             reference=self.clipper.flat,
@@ -45,6 +44,7 @@ class BookKeepingDPOptimizer(DPOptimizerFastGradientClipping):
             secure_mode=self.secure_mode,
         )
         self.clipper.flat.add_(noise)
+        self.clipper.noised()
 
     def scale_grad(self) -> None:
         """Divide by the expected (not the drawn) batch size, as Opacus does for "mean"."""

@@ -22,7 +22,7 @@ import pandas as pd
 
 from audits.canaries import CanaryAudit, canary_audit, make_canaries
 from audits.gates import Evidence, GateReport, run_gates
-from audits.gradient_canaries import GradientCanaries, plan, white_box_bound
+from audits.gradient_canaries import GradientCanaries, plan, weight_capacity, white_box_bound
 from audits.membership_inference import balanced_sample, true_label_probability
 from audits.plots import plot_roc
 from audits.reference_models import Recipe, reference_probabilities
@@ -539,16 +539,17 @@ def canary_run(trained: Trained, config: PipelineConfig, *, private: bool) -> Ca
         # The guesses and canaries a proof of the claim needs, for the control too: its
         # job is to show this audit could prove the claim. Calibration makes the run
         # claim at most the target epsilon, so the plan is made for the target.
+        network = build_network(
+            model=config.training.model,
+            input_width=input_width(trained.feature_spec),
+            hidden_units=config.training.hidden_units,
+        )
         guess_plan = plan(
             dp.target_epsilon,
             canaries=audit.gradient_canaries,
             delta=delta,
             confidence=white_level,
-        )
-        network = build_network(
-            model=config.training.model,
-            input_width=input_width(trained.feature_spec),
-            hidden_units=config.training.hidden_units,
+            capacity=weight_capacity(network),
         )
         gradient = GradientCanaries(
             network, guess_plan.canaries, max_grad_norm=dp.max_grad_norm, seed=seed

@@ -474,7 +474,7 @@ def _bookkeeping_loop(
     sample_rate = 1.0 / len(private_loader)
     noise_off = audit is not None and not audit.noise
     if audit is not None and audit.canaries is not None:
-        audit.canaries.attach(network, sample_rate=sample_rate)
+        audit.canaries.attach(sample_rate=sample_rate)
         clipper.extra_rows = audit.canaries
     dp_optimizer = BookKeepingDPOptimizer(
         optimizer,
