@@ -399,11 +399,13 @@ def _power_advice(value: float | None, required: float, plan: dict[str, Any] | N
             f"{plan['canaries']} gradient canaries cannot prove epsilon {required:.3g} in one "
             "run even with every guess right (the one-run test's limit); a smaller claim, "
             "a smaller training.dp.target_delta, or more canaries (audit.gradient_canaries, "
-            "up to 8000) would; or set a reviewed min_audit_power_epsilon in the policy"
+            "up to 8000 and the network's weight count: training.hidden_units) would; or set "
+            "a reviewed min_audit_power_epsilon in the policy"
         )
     return (
         f"the control proved {value:.3g} < {required:.3g}: {plan['needed_guesses']} guesses "
-        f"must all be right and the data's own updates hid some canaries; more canaries "
-        f"(audit.gradient_canaries, now {plan['canaries']}) put more of them in the tail, "
-        "and a recipe taking smaller steps (training.learning_rate) moves the weights less"
+        "must all be right, and an included canary that was never sampled looks excluded; "
+        "each is sampled training.epochs times on average, so more epochs, or more canaries "
+        f"(audit.gradient_canaries, now {plan['canaries']}) to choose the tail from, give "
+        "the audit power"
     )

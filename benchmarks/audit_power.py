@@ -20,7 +20,7 @@ canary inclusion), it prints:
 
 Targets: correct runs never blocked; noise off and unclipped always blocked; noise / 2
 at claim 3 detected in >= 90% of seeds, or, where the idealized limit shows no one-run
-audit of the final weights with these canaries can, within 10% of that limit.
+audit with these canaries can, within 10% of that limit.
 
     python -u benchmarks/audit_power.py [--seeds N]
 """
@@ -32,6 +32,7 @@ import math
 import secrets
 import statistics
 import time
+import warnings
 from typing import Any
 
 from _adult import prepare
@@ -74,6 +75,7 @@ def main() -> None:
     for row in rows:
         print(row["line"])
     cost(config, x, y)
+    limits(config, rows, args.seeds)
     print("## verdict")
     correct = [r for r in rows if r["bug"] is None]
     print(f"false_block_rate_correct_dp={max(r['blocked'] for r in correct):.2f} (must be 0)")
@@ -128,6 +130,9 @@ def measure(config: Any, x: Any, y: Any, *, claim: float, bug: str | None, seeds
         "share": share,
         "control": control.bound.epsilon,
         "provable": plan.claim_provable,
+        "steps": model.dp.steps,
+        "input_width": x.shape[1],
+        "sample_rate": model.dp.sample_rate,
     }
 
 
@@ -140,18 +145,19 @@ def _white_box(
     config: Any, training: Any, x: Any, y: Any, *, noise: bool, seed: int, level: float
 ) -> tuple[Any, Any, float]:
     """Train one audit run with gradient canaries, as `stages.canary_run` does."""
-    from audits.gradient_canaries import GradientCanaries, plan, white_box_bound
+    from audits.gradient_canaries import GradientCanaries, plan, weight_capacity, white_box_bound
     from privgate.training import AuditHooks, build_network, train_model
 
     dp = training.dp
+    network = build_network(
+        model=training.model, input_width=x.shape[1], hidden_units=training.hidden_units
+    )
     guess_plan = plan(
         dp.target_epsilon,
         canaries=config.audit.gradient_canaries,
         delta=dp.target_delta,
         confidence=level,
-    )
-    network = build_network(
-        model=training.model, input_width=x.shape[1], hidden_units=training.hidden_units
+        capacity=weight_capacity(network),
     )
     canaries = GradientCanaries(
         network, guess_plan.canaries, max_grad_norm=dp.max_grad_norm, seed=seed
@@ -199,6 +205,66 @@ def _ideal(result: Any, model: Any, bug: str | None, level: float, config: Any, 
         confidence=level,
         seed=seed,
     ).epsilon
+
+
+def limits(config: Any, rows: list[dict], seeds: int) -> None:
+    """Print the idealized limit for noise / 2 at the breach claim, as m and q grow.
+
+    Simulation only (`idealized_bound`): whether any audit with this one-run test could
+    refute noise / 2, with the demo recipe's steps and sample rate, with the most
+    canaries a plan takes, and with full batches (no amplification by sampling).
+    """
+    from audits.gradient_canaries import MAX_CANARIES, idealized_bound, plan, weight_capacity
+    from privgate import stages
+    from privgate.training import build_network, calibrated_noise_multiplier
+
+    dp = config.training.dp
+    level = stages.white_box_confidence(config)
+    recipe = next(r for r in rows if r["bug"] == "half_noise")
+    network = build_network(
+        model=config.training.model,
+        input_width=recipe["input_width"],
+        hidden_units=config.training.hidden_units,
+    )
+    most = min(MAX_CANARIES, weight_capacity(network))
+    settings = [
+        ("demo recipe", recipe["steps"], recipe["sample_rate"], config.audit.gradient_canaries),
+        ("demo recipe", recipe["steps"], recipe["sample_rate"], most),
+        ("full batches", config.training.epochs, 1.0, most),
+    ]
+    print(f"## idealized limit of noise / 2 at claim {BREACH_CLAIM:g} (mean of {seeds} seeds)")
+    for name, steps, rate, canaries in settings:
+        with warnings.catch_warnings():
+            # PRV at q = 1 takes log(1 - q) = log 0 on a branch np.where discards.
+            warnings.simplefilter("ignore", RuntimeWarning)
+            sigma = calibrated_noise_multiplier(
+                target_epsilon=BREACH_CLAIM,
+                target_delta=dp.target_delta,
+                sample_rate=rate,
+                steps=steps,
+                accountant=dp.accountant,
+            )
+        guess_plan = plan(
+            BREACH_CLAIM, canaries=canaries, delta=dp.target_delta, confidence=level, capacity=most
+        )
+        values = [
+            idealized_bound(
+                canaries=guess_plan.canaries,
+                steps=steps,
+                sample_rate=rate,
+                noise_multiplier=sigma / 2,
+                grid=guess_plan.grid,
+                delta=dp.target_delta,
+                confidence=level,
+                seed=seed,
+            ).epsilon
+            for seed in range(seeds)
+        ]
+        print(
+            f"{name:<13} steps={steps} q={rate:.4g} m={guess_plan.canaries} "
+            f"ideal_half_noise={statistics.fmean(values):.3f} "
+            f"refutable={statistics.fmean(values) > BREACH_CLAIM}"
+        )
 
 
 def cost(config: Any, x: Any, y: Any) -> None:

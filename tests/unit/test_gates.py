@@ -173,6 +173,38 @@ def test_when_the_control_shows_no_signal_then_the_audit_is_inconclusive_not_pas
     assert "INCONCLUSIVE" in report.failure_message()
 
 
+@pytest.mark.parametrize(
+    ("plan", "knobs"),
+    [
+        (
+            {"canaries": 2000, "needed_guesses": 128, "claim_provable": True},
+            ["training.epochs", "audit.gradient_canaries, now 2000"],
+        ),
+        (
+            {"canaries": 3456, "needed_guesses": None, "claim_provable": False},
+            ["3456 gradient canaries cannot prove epsilon 2.9", "target_delta"],
+        ),
+        (None, ["training.dp.clipping=bookkeeping"]),
+    ],
+)
+def test_when_the_audit_lacks_power_then_it_names_the_knob_and_never_a_non_private_run(
+    plan: dict[str, object] | None, knobs: list[str]
+) -> None:
+    # The claim is the bar (no policy floor): the control proved 1.2 < 2.9.
+    policy = POLICY.model_copy(update={"min_audit_power_epsilon": None})
+    power = None if plan is None else 1.2
+
+    report = run_gates(_with(audit_power_epsilon=power, white_box_plan=plan), policy)
+
+    result = next(r for r in report.results if r.name == "audit_power")
+    assert result.status == "inconclusive"
+    for knob in knobs:
+        assert knob in result.details
+    assert "enabled=false" not in result.details
+    assert "non-private" not in result.details
+    assert "without DP" not in result.details
+
+
 def test_when_evidence_is_missing_then_the_gate_fails_closed() -> None:
     # min_l 2: l-diversity required, so that every gate has something to judge.
     report = run_gates(Evidence(), POLICY.model_copy(update={"min_l": 2}))
