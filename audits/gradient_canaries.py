@@ -5,7 +5,7 @@ section 6, white box): m canary *gradients* each take part in a separate audit r
 the production training code with probability 1/2, independently; a canary that takes
 part is Poisson-sampled at every step with the records' sample rate, clipped with them
 and summed with them before the noise (the book-keeping clipper's `extra_rows` seam,
-`privgate.clipping.ExtraRows`), so it is a record in all but its data. No record of
+`privgate.dp.clipping.ExtraRows`), so it is a record in all but its data. No record of
 anyone is involved, and it costs the privacy ledger nothing.
 
 Each canary is a Dirac gradient in one Linear layer: the row `g = s e_i`, `a = 10 e_j`

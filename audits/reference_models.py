@@ -7,7 +7,7 @@ K small MLPs one by one is dominated by per-step overhead; stacking their weight
 cost a few times one. Each model draws its own Poisson batches from its own subset of
 the population data, and, when the target was trained with DP-SGD, clips every
 per-sample gradient to C (book-keeping: norms from activations and output gradients,
-as `privgate.clipping` does for one model) and adds N(0, (sigma C)^2) noise with the
+as `privgate.dp.clipping` does for one model) and adds N(0, (sigma C)^2) noise with the
 target's sigma, so the reference models follow the target's recipe.
 
 Reference models are audit instruments: they never leave the audit, and nothing about

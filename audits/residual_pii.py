@@ -1,6 +1,6 @@
 """The residual-PII verifier: a second look at the anonymized table, blind to the redactor.
 
-The redactor (`privgate.pii`, Presidio and privgate's recognizers) cannot check its own
+The redactor (`privgate.pii.engine`, Presidio and privgate's recognizers) cannot check its own
 output: a re-scan with the same engine only confirms the same decisions. This module
 shares no recognizer, no normalization and no threshold with it, and gives the
 `residual_pii` gate two signals of its own:

@@ -30,7 +30,7 @@ def prepare(rows: int | None) -> tuple[Any, Any, Any, float]:
 
     from privgate import stages
     from privgate.config import load_config, load_policy
-    from privgate.demo_data import write_demo_data
+    from privgate.data.demo_data import write_demo_data
 
     started = time.perf_counter()
     write_demo_data(home / "demo", rows=rows)

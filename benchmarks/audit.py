@@ -41,7 +41,7 @@ def main() -> None:
     from audits.membership_inference import evaluate_scores, lira_offline_scores
     from audits.reference_models import reference_probabilities
     from privgate import stages
-    from privgate.training import accuracy, train_model
+    from privgate.dp.training import accuracy, train_model
 
     x = data.members[0]
     print(

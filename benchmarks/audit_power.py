@@ -146,7 +146,7 @@ def _white_box(
 ) -> tuple[Any, Any, float]:
     """Train one audit run with gradient canaries, as `stages.canary_run` does."""
     from audits.gradient_canaries import GradientCanaries, plan, weight_capacity, white_box_bound
-    from privgate.training import AuditHooks, build_network, train_model
+    from privgate.dp.training import AuditHooks, build_network, train_model
 
     dp = training.dp
     network = build_network(
@@ -178,7 +178,7 @@ def _white_box(
 
 def _ideal(result: Any, model: Any, bug: str | None, level: float, config: Any, seed: int) -> float:
     from audits.gradient_canaries import idealized_bound
-    from privgate.training import calibrated_noise_multiplier
+    from privgate.dp.training import calibrated_noise_multiplier
 
     dp = config.training.dp
     sigma = model.dp.noise_multiplier
@@ -216,7 +216,7 @@ def limits(config: Any, rows: list[dict], seeds: int) -> None:
     """
     from audits.gradient_canaries import MAX_CANARIES, idealized_bound, plan, weight_capacity
     from privgate import stages
-    from privgate.training import build_network, calibrated_noise_multiplier
+    from privgate.dp.training import build_network, calibrated_noise_multiplier
 
     dp = config.training.dp
     level = stages.white_box_confidence(config)
@@ -270,7 +270,7 @@ def limits(config: Any, rows: list[dict], seeds: int) -> None:
 def cost(config: Any, x: Any, y: Any) -> None:
     """Time DP training with and without gradient canaries, same process, same recipe."""
     from privgate import stages
-    from privgate.training import train_model
+    from privgate.dp.training import train_model
 
     training = _training(config, BREACH_CLAIM)
     level = stages.white_box_confidence(config)

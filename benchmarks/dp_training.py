@@ -6,7 +6,7 @@ does (`privgate.stages` up to `training_data`), in one process:
 1. Epoch time of the same model on the same in-memory Poisson batches (drawn once by
    Opacus's sampler, so no DataLoader cost hides the DP cost): non-private, privgate's
    book-keeping clipping, Opacus ghost clipping (the anchor) and Opacus hooks. Each arm
-   runs the pipeline's own step (`privgate.training.privatize(...).step`). Ratios are
+   runs the pipeline's own step (`privgate.dp.training.privatize(...).step`). Ratios are
    DP / non-private epoch time, medians over interleaved repeats.
    It also times the pipeline's own Poisson loader (whole-batch fetch) against Opacus's
    loader over a plain `TensorDataset` (row-by-row collation).
@@ -97,7 +97,7 @@ def epoch_times(x, y, *, hidden: int, batch: int, repeats: int, config) -> dict[
     from opacus.utils.uniform_sampler import UniformWithReplacementSampler
 
     from privgate.config import DpConfig
-    from privgate.training import build_network, plain_step, privatize, table_loader
+    from privgate.dp.training import build_network, plain_step, privatize, table_loader
 
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
     sampler = UniformWithReplacementSampler(
@@ -146,7 +146,7 @@ def data_path(x, y, *, batch: int) -> None:
     from opacus.data_loader import DPDataLoader
     from torch.utils.data import DataLoader, TensorDataset
 
-    from privgate.training import table_loader
+    from privgate.dp.training import table_loader
 
     def epoch(loader) -> float:
         started = time.perf_counter()
@@ -168,7 +168,7 @@ def data_path(x, y, *, batch: int) -> None:
 
 
 def accuracies(x, y, x_test, y_test, training, runs: int) -> list[float]:
-    from privgate.training import accuracy, train_model
+    from privgate.dp.training import accuracy, train_model
 
     return [
         accuracy(train_model(x, y, training=training).network, x_test, y_test) for _ in range(runs)
@@ -180,7 +180,7 @@ def secure_mode_cost(width: int, hidden: int) -> None:
     import torch
     from opacus.optimizers.optimizer import _generate_noise
 
-    from privgate.training import build_network
+    from privgate.dp.training import build_network
 
     network = build_network(model="mlp", input_width=width, hidden_units=hidden)
     parameters = list(network.parameters())

@@ -41,7 +41,7 @@ from pydantic import TypeAdapter
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from privgate.config import GroupHierarchy, Hierarchy  # noqa: E402 - after the path insert
-from privgate.kanon import (  # noqa: E402
+from privgate.pii.kanon import (  # noqa: E402
     KAnonymityResult,
     apply_generalization,
     find_k_anonymous_generalization,

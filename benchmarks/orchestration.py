@@ -44,7 +44,7 @@ def main() -> None:
 
     from privgate import stages
     from privgate.config import load_config, load_policy
-    from privgate.demo_data import write_demo_data
+    from privgate.data.demo_data import write_demo_data
 
     write_demo_data(home / "demo", rows=args.rows)
     config = load_config(ROOT / "configs" / "demo.yaml")

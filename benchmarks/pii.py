@@ -314,7 +314,7 @@ def use_bundled_suffix_list() -> None:
     """Make tldextract (Presidio's email recognizer) use its bundled suffix list.
 
     Its default extractor downloads the public suffix list on first use; a benchmark
-    must not depend on the network (as `privgate.pii` does for the pipeline).
+    must not depend on the network (as `privgate.pii.engine` does for the pipeline).
     """
     import tldextract.tldextract as tld
 
@@ -330,7 +330,7 @@ def bench_free_text(count: int, budget_s: float, results: dict[str, float]) -> N
 
     from audits.residual_pii import verify_residuals
     from privgate.config import PiiConfig
-    from privgate.pii import PiiEngine, redact_texts
+    from privgate.pii.engine import PiiEngine, redact_texts
     from tests.pii_corpus import ENTITIES, notes_only
 
     corpus = notes_only(count, seed=NOTES_SEED)
@@ -448,7 +448,7 @@ def bench_quality(count: int, results: dict[str, float]) -> None:
     """Score redaction on the tuned and the held-out corpus, then the residual verifier."""
     from audits.residual_pii import IdentifierIndex, verify_residuals
     from privgate.config import PiiConfig
-    from privgate.pii import PiiEngine, redact_texts
+    from privgate.pii.engine import PiiEngine, redact_texts
     from tests.pii_corpus import ENTITIES, notes_only
     from tests.pii_corpus_holdout import holdout_notes
 
@@ -567,10 +567,10 @@ def allow_listed(corpus: Any, pii: Any) -> None:
     The list is what a clinic would write from its formulary and floor plan: the drug
     and ward names its notes use (the corpus's own lists).
     """
-    from privgate.pii import PiiEngine, redact_texts
-    from tests.pii_corpus_holdout import _DRUGS, _WARDS
+    from privgate.pii.engine import PiiEngine, redact_texts
+    from tests.pii_corpus_holdout import DRUGS, WARDS
 
-    allow = (*_DRUGS, *_WARDS)
+    allow = (*DRUGS, *WARDS)
     engine = PiiEngine(
         spacy_model=SPACY_MODEL,
         language=pii.language,

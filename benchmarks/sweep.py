@@ -84,7 +84,7 @@ def run(rows: int | None, *, workers: int, runner: str) -> dict[str, Any]:
 
     from flows.privacy_utility_sweep import privacy_utility_sweep
     from privgate.config import load_config, load_policy
-    from privgate.demo_data import write_demo_data
+    from privgate.data.demo_data import write_demo_data
     from privgate.sweep import SweepConfig
 
     logging.getLogger("prefect").setLevel(logging.WARNING)

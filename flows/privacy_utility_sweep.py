@@ -29,9 +29,9 @@ from flows.privacy_gated_training import DEFAULT_CONFIG
 from privgate import stages
 from privgate import sweep as sw
 from privgate.config import PipelineConfig, PrivacyPolicy, load_policy
+from privgate.dp.ledger import PrivacyLedger
 from privgate.errors import withheld
-from privgate.ledger import PrivacyLedger
-from privgate.registry import artifact_url, configure_mlflow, experiment_id
+from privgate.registry.versions import artifact_url, configure_mlflow, experiment_id
 from tasks._options import IN_MEMORY
 from tasks.data import ingest_tables, validate_raw_table
 from tasks.privacy import scan_pii

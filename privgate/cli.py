@@ -314,7 +314,7 @@ def _print_run(summary: dict[str, Any], message: str) -> None:
 
 
 def _demo_data(args: argparse.Namespace) -> int:
-    from privgate.demo_data import write_demo_data
+    from privgate.data.demo_data import write_demo_data
 
     out = args.out or privgate_home() / "demo"
     train, test = write_demo_data(out, seed=args.seed, rows=args.rows)
@@ -323,7 +323,7 @@ def _demo_data(args: argparse.Namespace) -> int:
 
 
 def _models_list(args: argparse.Namespace) -> int:
-    from privgate.registry import list_models
+    from privgate.registry.versions import list_models
 
     models = list_models()
     if args.json:
@@ -340,7 +340,7 @@ def _models_list(args: argparse.Namespace) -> int:
 
 
 def _models_show(args: argparse.Namespace) -> int:
-    from privgate.registry import show_model
+    from privgate.registry.versions import show_model
 
     summary = show_model(args.name, args.version)
     if args.json:
@@ -360,7 +360,7 @@ def _models_show(args: argparse.Namespace) -> int:
 
 
 def _models_load(args: argparse.Namespace) -> int:
-    from privgate.consumer import RefusedError, load_verified_model
+    from privgate.registry.consumer import RefusedError, load_verified_model
 
     try:
         _, verified = load_verified_model(args.name, alias=args.alias, max_epsilon=args.max_epsilon)
@@ -389,7 +389,7 @@ def _models_load(args: argparse.Namespace) -> int:
 
 
 def _models_verify(args: argparse.Namespace) -> int:
-    from privgate.consumer import verify_registry
+    from privgate.registry.consumer import verify_registry
 
     rows = verify_registry(args.name)
     if args.json:
@@ -406,7 +406,7 @@ def _models_verify(args: argparse.Namespace) -> int:
 def _scan(args: argparse.Namespace) -> int:
     from privgate import stages
     from privgate.config import load_config
-    from privgate.ingest import read_table
+    from privgate.data.ingest import read_table
 
     config = load_config(args.config)
     frame = read_table(
@@ -427,8 +427,8 @@ def _scan(args: argparse.Namespace) -> int:
 def _anonymize(args: argparse.Namespace) -> int:
     from privgate import stages
     from privgate.config import load_config, load_policy
+    from privgate.data.ingest import read_table
     from privgate.errors import DataError
-    from privgate.ingest import read_table
 
     if args.output.suffix.lower() not in (".csv", ".parquet"):
         raise DataError(f"{args.output}: write .csv or .parquet")

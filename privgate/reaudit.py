@@ -27,10 +27,10 @@ from audits.gates import Evidence, GateReport, run_gates
 from audits.suite import AuditReport
 from privgate import stages
 from privgate.config import PipelineConfig, PrivacyPolicy
+from privgate.dp.training import DpReport, TrainedModel, accuracy, build_network
 from privgate.errors import DataError, RegistryError, is_transient
 from privgate.home import resolve_path
-from privgate.registry import configure_mlflow
-from privgate.training import DpReport, TrainedModel, accuracy, build_network
+from privgate.registry.versions import configure_mlflow
 
 # Every gate a trained model can be judged on again without retraining: today's budget
 # and delta limits and accuracy floor, and the audit's. (The data gates judge the

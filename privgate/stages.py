@@ -28,24 +28,12 @@ from audits.plots import plot_roc
 from audits.reference_models import Recipe, reference_probabilities
 from audits.residual_pii import IdentifierIndex, ResidualReport, verify_residuals
 from audits.suite import AuditReport, needs_reference, run_attacks
-from privgate import anonymize as anon
 from privgate.config import PipelineConfig, PrivacyPolicy, TrainingConfig
-from privgate.errors import ConfigError, DataError, ValidationFailedError
-from privgate.features import build_feature_spec, encode, encode_labels, input_width
-from privgate.home import PROJECT_ROOT, resolve_path
-from privgate.ingest import read_table, sha256_file
-from privgate.kanon import measure_k, measure_l_diversity
-from privgate.ledger import PrivacyLedger
-from privgate.model_card import render_model_card
-from privgate.pii import PiiEngine, ScanReport, count_findings, get_engine, scan_table
-from privgate.registry import (
-    PromotionLock,
-    Registration,
-    log_and_register,
-    log_run_file,
-    log_run_text,
-)
-from privgate.training import (
+from privgate.data.features import build_feature_spec, encode, encode_labels, input_width
+from privgate.data.ingest import read_table, sha256_file
+from privgate.data.validation import ValidationReport, public_domains, validate_table
+from privgate.dp.ledger import PrivacyLedger
+from privgate.dp.training import (
     AuditHooks,
     DpReport,
     TrainedModel,
@@ -54,7 +42,19 @@ from privgate.training import (
     predict_logits,
     train_model,
 )
-from privgate.validation import ValidationReport, public_domains, validate_table
+from privgate.errors import ConfigError, DataError, ValidationFailedError
+from privgate.home import PROJECT_ROOT, resolve_path
+from privgate.pii import anonymize as anon
+from privgate.pii.engine import PiiEngine, ScanReport, count_findings, get_engine, scan_table
+from privgate.pii.kanon import measure_k, measure_l_diversity
+from privgate.registry.model_card import render_model_card
+from privgate.registry.versions import (
+    PromotionLock,
+    Registration,
+    log_and_register,
+    log_run_file,
+    log_run_text,
+)
 
 DATA_GATES = ("residual_pii", "k_anonymity", "l_diversity")
 
@@ -788,7 +788,7 @@ def register(
 
     `run_key` names the pipeline run (Prefect's flow-run id): a retried registration
     finds its version instead of making a second one. `promotion_lock` serializes the
-    alias moves of one model (see `privgate.registry.log_and_register`).
+    alias moves of one model (see `privgate.registry.versions.log_and_register`).
     """
     trained = evidence.trained
     params = {

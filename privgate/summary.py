@@ -8,7 +8,7 @@ from typing import Any
 from audits.gates import GateReport, json_number
 from audits.suite import AuditReport
 from privgate.config import PrivacyPolicy
-from privgate.registry import Registration
+from privgate.registry.versions import Registration
 
 
 def run_summary(

@@ -17,10 +17,10 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
 from privgate.config import PrivacyPolicy
-from privgate.consumer import RefusedError, verify_version
 from privgate.errors import DataError, RegistryError, withheld
 from privgate.reaudit import reaudit
-from privgate.registry import champion_version
+from privgate.registry.consumer import RefusedError, verify_version
+from privgate.registry.versions import champion_version
 from tasks._options import IN_MEMORY, RETRY_WHEN_UNREACHABLE
 
 

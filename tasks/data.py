@@ -7,8 +7,8 @@ from prefect.artifacts import create_markdown_artifact
 
 from privgate import stages
 from privgate.config import PipelineConfig
+from privgate.data.validation import ValidationReport
 from privgate.errors import ValidationFailedError, withheld
-from privgate.validation import ValidationReport
 from tasks._options import IN_MEMORY, content_keyed
 
 

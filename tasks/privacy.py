@@ -8,8 +8,8 @@ from prefect.artifacts import create_markdown_artifact
 from privgate import stages
 from privgate.config import PipelineConfig, PrivacyPolicy
 from privgate.errors import withheld
-from privgate.model_card import escape_markdown
-from privgate.pii import ScanReport
+from privgate.pii.engine import ScanReport
+from privgate.registry.model_card import escape_markdown
 from tasks._options import IN_MEMORY, content_keyed
 
 

@@ -16,7 +16,7 @@ from audits.gates import GateReport
 from privgate import stages
 from privgate.config import PipelineConfig, PrivacyPolicy
 from privgate.errors import withheld
-from privgate.registry import Registration, demote
+from privgate.registry.versions import Registration, demote
 from tasks._options import IN_MEMORY, RETRY_WHEN_UNREACHABLE
 
 

@@ -11,9 +11,9 @@ from prefect.runtime import flow_run
 from audits.gates import GateReport
 from privgate import stages
 from privgate.config import PipelineConfig, PrivacyPolicy
-from privgate.pii import ScanReport
+from privgate.data.validation import ValidationReport
+from privgate.pii.engine import ScanReport
 from privgate.sweep import GridPoint, PointResult, point_config
-from privgate.validation import ValidationReport
 from tasks._options import IN_MEMORY
 
 

@@ -21,10 +21,10 @@ from typing import Any
 
 import torch
 
-import privgate.dp_optimizer
-from privgate.clipping import BookKeepingClipper
+import privgate.dp.optimizer
+from privgate.dp.clipping import BookKeepingClipper
 
-_ORIGINAL_NOISE = privgate.dp_optimizer._generate_noise
+_ORIGINAL_NOISE = privgate.dp.optimizer._generate_noise
 _ORIGINAL_CLIP = BookKeepingClipper._clip_and_add
 
 
@@ -51,8 +51,8 @@ def _unclipped_first_layer(
 
 # bug -> (object, attribute, replacement)
 BUGS: dict[str, tuple[Any, str, Callable[..., Any]]] = {
-    "noise_off": (privgate.dp_optimizer, "_generate_noise", _no_noise),
-    "half_noise": (privgate.dp_optimizer, "_generate_noise", _half_noise),
+    "noise_off": (privgate.dp.optimizer, "_generate_noise", _no_noise),
+    "half_noise": (privgate.dp.optimizer, "_generate_noise", _half_noise),
     "unclipped_layer": (BookKeepingClipper, "_clip_and_add", _unclipped_first_layer),
 }
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from privgate.config import PiiConfig
-from privgate.pii import PiiEngine, get_engine
+from privgate.pii.engine import PiiEngine, get_engine
 
 # The config's own defaults: tests scan for what a default run scans for.
 DIRECT = PiiConfig().direct_identifier_entities

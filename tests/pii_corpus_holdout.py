@@ -92,14 +92,15 @@ _FOREIGN_PHONES = (
 _FOREIGN_SHARE = 0.15  # of the `phone` column
 _ASCII_FOLD = str.maketrans({"ı": "i", "ş": "s", "ğ": "g", "ç": "c", "'": "", " ": ""})
 
-_DRUGS = ("Metformin", "Lisinopril", "Atorvastatin", "Amoxicillin", "Warfarin", "Ibuprofen")
+# Public: `benchmarks/pii.py` hands drugs and wards to the redactor's allow list.
+DRUGS = ("Metformin", "Lisinopril", "Atorvastatin", "Amoxicillin", "Warfarin", "Ibuprofen")
 _DOSES = ("500 mg", "10 mg", "20 mg twice daily", "250 mg", "5 mg nightly", "1 g IV")
 _WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 _MONTHS = (
     "January", "February", "March", "April", "May", "June", "July", "August",
     "September", "October", "November", "December",
 )  # fmt: skip
-_WARDS = ("Ward", "East Wing", "Cardiology", "Oncology Unit", "Pharmacy", "Radiology")
+WARDS = ("Ward", "East Wing", "Cardiology", "Oncology Unit", "Pharmacy", "Radiology")
 _ICD = ("E11.9", "I10", "J45.909", "M54.5", "N39.0", "K21.9", "F32.A", "Z79.4")
 _LABS = (
     ("HbA1c {:.1f}%", 4.8, 11.5),
@@ -291,13 +292,13 @@ def _fill(rand: random.Random) -> dict[str, str]:
     lab, low, high = rand.choice(_LABS)
     money = rand.uniform(4.0, 8999.0)
     return {
-        "drug": rand.choice(_DRUGS),
+        "drug": rand.choice(DRUGS),
         "dose": rand.choice(_DOSES),
         "weekday": rand.choice(_WEEKDAYS),
         "month": rand.choice(_MONTHS),
         "day": str(rand.randint(1, 28)),
         "months": str(rand.randint(2, 12)),
-        "ward": rand.choice(_WARDS),
+        "ward": rand.choice(WARDS),
         "room": f"Room {rand.randint(1, 9)}{chr(65 + rand.randrange(6))}-{rand.randint(1, 40)}",
         "lab": lab.format(rand.uniform(low, high)),
         "date": f"{rand.randint(2019, 2025)}-{rand.randint(1, 12):02d}-{rand.randint(1, 28):02d}",

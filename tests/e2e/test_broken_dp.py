@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import pytest
 
-from privgate.demo_data import write_demo_data
+from privgate.data.demo_data import write_demo_data
 from tests.e2e.cli_runner import run_cli
 
 pytestmark = pytest.mark.e2e

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from privgate.config import load_config
-from privgate.demo_data import write_demo_data
+from privgate.data.demo_data import write_demo_data
 from privgate.stages import reference_group_sizes
 from tests.e2e.cli_runner import run_cli
 

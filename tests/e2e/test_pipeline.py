@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from privgate.demo_data import write_demo_data
+from privgate.data.demo_data import write_demo_data
 from tests.e2e.cli_runner import Run, run_cli
 
 pytestmark = pytest.mark.e2e

@@ -16,8 +16,8 @@ from urllib.parse import urlparse
 import pandas as pd
 import pytest
 
-from privgate.demo_data import write_demo_data
-from privgate.ledger import PrivacyLedger
+from privgate.data.demo_data import write_demo_data
+from privgate.dp.ledger import PrivacyLedger
 from tests.e2e.cli_runner import run_cli
 
 pytestmark = pytest.mark.e2e

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from privgate.demo_data import write_demo_data
+from privgate.data.demo_data import write_demo_data
 from tests.server.stack import Stack, postgres_bin, running_stack
 
 # Every deployment the tests start runs on this much demo data (the e2e tests' size:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from privgate.registry import configure_mlflow
+from privgate.registry.versions import configure_mlflow
 
 
 @pytest.fixture

@@ -10,7 +10,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from privgate.anonymize import (
+from privgate.config import AnonymizationConfig, PiiConfig
+from privgate.errors import ConfigError
+from privgate.pii.anonymize import (
     anonymize_table,
     is_token_or_mask,
     load_pseudonym_key,
@@ -18,10 +20,8 @@ from privgate.anonymize import (
     plan_treatments,
     pseudonymize,
 )
-from privgate.config import AnonymizationConfig, PiiConfig
-from privgate.errors import ConfigError
-from privgate.kanon import measure_k
-from privgate.pii import ColumnFinding, PiiEngine, ScanReport
+from privgate.pii.engine import ColumnFinding, PiiEngine, ScanReport
+from privgate.pii.kanon import measure_k
 from tests.conftest import ENTITIES
 
 KEY = b"k" * 32
@@ -203,7 +203,7 @@ def test_when_two_first_runs_race_then_both_get_the_same_complete_key(
 def test_when_a_value_is_pseudonymized_then_the_mac_is_hmac_sha256(key: bytes) -> None:
     import hmac
 
-    from privgate.anonymize import HmacSha256
+    from privgate.pii.anonymize import HmacSha256
 
     mac = HmacSha256(key)
     for message in (b"", b"123-45-6789", "ｊａｎｅ@example.org".encode()):
@@ -214,7 +214,7 @@ def test_when_a_value_is_pseudonymized_then_the_mac_is_hmac_sha256(key: bytes) -
 def test_when_values_are_normalized_together_then_each_equals_its_own_normalization(
     entity: str | None,
 ) -> None:
-    from privgate.anonymize import _normalize, _normalize_all
+    from privgate.pii.anonymize import _normalize, _normalize_all
 
     values = pd.Series(
         [

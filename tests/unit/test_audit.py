@@ -1,6 +1,6 @@
 """The audit stage: canary audit through the production training code, attacks, gates.
 
-The canary tests train real models with `privgate.training.train_model` (Opacus
+The canary tests train real models with `privgate.dp.training.train_model` (Opacus
 accountant, book-keeping clipping, the DP optimizer's noise) on a small synthetic table
 with a recipe that memorizes (wide MLP, many epochs, small batches): the regime in which
 a broken noise step must show.
@@ -15,14 +15,14 @@ import numpy as np
 import pytest
 import torch
 
-import privgate.dp_optimizer
+import privgate.dp.optimizer
 from audits.canaries import make_canaries
 from audits.gates import Evidence, run_gate, run_gates
 from audits.suite import AuditReport, attack_names, run_attacks
 from privgate import stages
 from privgate.config import PipelineConfig, load_config, load_policy
+from privgate.dp.training import train_model
 from privgate.errors import ConfigError
-from privgate.training import train_model
 
 SPEC = {
     "version": 1,
@@ -82,7 +82,7 @@ def test_when_the_noise_is_switched_off_while_claiming_epsilon_1_then_the_gate_b
     config = _config("audit.attacks=[loss_threshold]", **MEMORIZING)
     trained = _trained(config)
     # The bug under test: the DP optimizer adds no noise; the accountant still claims.
-    monkeypatch.setattr(privgate.dp_optimizer, "_generate_noise", _no_noise)
+    monkeypatch.setattr(privgate.dp.optimizer, "_generate_noise", _no_noise)
 
     canary = stages.canary_run(trained, config, private=True)
     report = stages.audit(trained, config, reference_parts=[], canary=canary, control=None)

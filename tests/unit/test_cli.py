@@ -107,7 +107,7 @@ def test_when_a_table_is_anonymized_then_the_output_holds_no_identifier_and_is_k
 ) -> None:
     import pandas as pd
 
-    from privgate.demo_data import write_demo_data
+    from privgate.data.demo_data import write_demo_data
 
     monkeypatch.setenv("PRIVGATE_HOME", str(tmp_path))
     raw, _ = write_demo_data(tmp_path / "demo", rows=600)

@@ -14,10 +14,10 @@ from opacus import GradSampleModule
 from opacus.optimizers import DPOptimizer
 from torch import nn
 
-from privgate.clipping import BookKeepingClipper, supports
 from privgate.config import DpConfig, TrainingConfig
+from privgate.dp.clipping import BookKeepingClipper, supports
+from privgate.dp.training import _bce, build_network, privatize, train_model
 from privgate.errors import ConfigError
-from privgate.training import _bce, build_network, privatize, train_model
 
 pytestmark = pytest.mark.filterwarnings("ignore:Full backward hook is firing")
 

@@ -22,10 +22,15 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from privgate import attestation
-from privgate.consumer import RefusedError, load_approved_model, verify_registry, verify_version
-from privgate.registry import SIGNATURE_TAG, STATUS_TAG, log_and_register
-from privgate.training import build_network
+from privgate.dp.training import build_network
+from privgate.registry import attestation
+from privgate.registry.consumer import (
+    RefusedError,
+    load_approved_model,
+    verify_registry,
+    verify_version,
+)
+from privgate.registry.versions import SIGNATURE_TAG, STATUS_TAG, log_and_register
 
 NAME = "privgate-test-model"
 ROOT = Path(__file__).resolve().parents[2]
@@ -251,7 +256,7 @@ _CONCURRENT = textwrap.dedent(
     import sys
     sys.path.insert(0, {root!r})
     from tests.unit.test_consumer import register
-    from privgate.registry import configure_mlflow
+    from privgate.registry.versions import configure_mlflow
     configure_mlflow()
     print(register(approved=True, run_key=sys.argv[1]))
     """

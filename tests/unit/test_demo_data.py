@@ -14,7 +14,12 @@ import pandas as pd
 import pytest
 from faker.providers.person import de_DE, en_US, es_ES, fr_FR, it_IT
 
-from privgate.demo_data import IDENTIFIER_COLUMNS, REFERENCE_DATE, enrich_adult, write_demo_data
+from privgate.data.demo_data import (
+    IDENTIFIER_COLUMNS,
+    REFERENCE_DATE,
+    enrich_adult,
+    write_demo_data,
+)
 from privgate.errors import DataError
 from privgate.home import PROJECT_ROOT
 

@@ -18,14 +18,14 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset, WeightedRandomSampler
 
 from privgate.config import DpConfig, TrainingConfig
-from privgate.errors import AccountingError
-from privgate.training import (
+from privgate.dp.training import (
     build_network,
     check_accounting,
     privatize,
     rdp_epsilon,
     train_model,
 )
+from privgate.errors import AccountingError
 
 
 def _dataset(n: int = 512, width: int = 6, seed: int = 0) -> TensorDataset:
@@ -149,7 +149,7 @@ def test_when_per_sample_gradients_are_computed_then_they_equal_microbatch_gradi
 
 
 def test_when_epsilon_is_not_finite_then_the_accountant_result_is_rejected() -> None:
-    from privgate.training import _finite_positive
+    from privgate.dp.training import _finite_positive
 
     for bad in (math.nan, math.inf, 0.0, -1.0):
         with pytest.raises(AccountingError, match="finite positive"):

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-import privgate.dp_optimizer
+import privgate.dp.optimizer
 from audits.canaries import make_canaries
 from audits.empirical_epsilon import one_run_epsilon_for_counts
 from audits.gradient_canaries import (
@@ -25,10 +25,10 @@ from audits.gradient_canaries import (
     weight_capacity,
     white_box_bound,
 )
-from privgate.clipping import BookKeepingClipper
 from privgate.config import load_config
+from privgate.dp.clipping import BookKeepingClipper
+from privgate.dp.training import AuditHooks, build_network, train_model
 from privgate.errors import ConfigError
-from privgate.training import AuditHooks, build_network, train_model
 
 DELTA = 1e-5
 ROWS = 4_000
@@ -172,13 +172,13 @@ def test_when_dp_runs_as_claimed_then_the_white_box_bound_stays_below_the_claim(
 def test_when_the_noise_is_halved_then_the_bound_rises_towards_the_idealized_limit(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    original = privgate.dp_optimizer._generate_noise
+    original = privgate.dp.optimizer._generate_noise
 
     def half(std: float, reference: torch.Tensor, **kwargs: object) -> torch.Tensor:
         return original(std=std / 2, reference=reference, **kwargs)
 
     correct, _ = _audit(_training(2.0), noise=True, seed=5)
-    monkeypatch.setattr(privgate.dp_optimizer, "_generate_noise", half)
+    monkeypatch.setattr(privgate.dp.optimizer, "_generate_noise", half)
     broken, model = _audit(_training(2.0), noise=True, seed=5)
 
     assert broken.bound.epsilon > correct.bound.epsilon

@@ -1,4 +1,4 @@
-"""Unit tests for `privgate.ingest`: reading raw tables without leaking their content."""
+"""Unit tests for `privgate.data.ingest`: reading raw tables without leaking their content."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from privgate.data.ingest import read_table, sha256_file
 from privgate.errors import DataError
-from privgate.ingest import read_table, sha256_file
 
 CANARY = "CANARY-ZZ-9931"
 

@@ -1,4 +1,4 @@
-"""Unit tests for `privgate.kanon`: generalization, class sizes and the k-anonymity search.
+"""Unit tests for `privgate.pii.kanon`: generalization, class sizes and the k-anonymity search.
 
 The k-anonymity, l-diversity and optimality checks here are deliberately independent of
 the module's counting code: classes and their sensitive values are counted with a plain
@@ -17,8 +17,6 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
-from privgate import kanon
-from privgate.anonymize import ColumnTreatment, anonymize_table
 from privgate.config import (
     AnonymizationConfig,
     GroupHierarchy,
@@ -31,7 +29,10 @@ from privgate.config import (
 )
 from privgate.errors import ConfigError
 from privgate.home import PROJECT_ROOT
-from privgate.kanon import (
+from privgate.pii import kanon
+from privgate.pii.anonymize import ColumnTreatment, anonymize_table
+from privgate.pii.engine import PiiEngine
+from privgate.pii.kanon import (
     KAnonymityResult,
     apply_generalization,
     find_k_anonymous_generalization,
@@ -41,7 +42,6 @@ from privgate.kanon import (
     measure_k,
     measure_l_diversity,
 )
-from privgate.pii import PiiEngine
 
 AGE = IntervalHierarchy(widths=[5, 10, 20])
 ZIP = PrefixHierarchy(keep=[3, 1])

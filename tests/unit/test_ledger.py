@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from privgate.ledger import (
+from privgate.dp.ledger import (
     LEDGER_FILENAME,
     BudgetExceededError,
     LedgerEntry,

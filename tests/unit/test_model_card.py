@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from privgate.model_card import escape_markdown, render_model_card
+from privgate.registry.model_card import escape_markdown, render_model_card
 
 SECTIONS = ["Gates", "Data", "Training", "Audit", "Utility", "Lineage", "Notes"]
 PAYLOAD = "<script>alert(1)</script>"

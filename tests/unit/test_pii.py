@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from privgate.errors import ConfigError
-from privgate.pii import PiiEngine, count_findings, redact_texts, scan_table
+from privgate.pii.engine import PiiEngine, count_findings, redact_texts, scan_table
 from tests.conftest import DIRECT, ENTITIES
 
 PEOPLE = ["Maria Gonzalez", "James Whitaker", "Aisha Patel", "Robert Chen", "Laura Schmidt"] * 8
@@ -161,7 +161,7 @@ def test_when_a_value_is_disguised_with_unicode_then_it_is_found_and_redacted_wh
 
 
 def test_when_text_is_normalized_then_offsets_map_back_onto_the_original() -> None:
-    from privgate.pii import normalize_for_detection
+    from privgate.pii.engine import normalize_for_detection
 
     original = f"ssn ３７１-44{ZWSP}-7731 ok"
 

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from privgate.names import name_lexicon
+from privgate.pii.names import name_lexicon
 from tests.pii_corpus_holdout import _first_names, holdout_notes
 
 ROWS = 1_500

@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 
 from privgate.config import PiiConfig
-from privgate.pii import PiiEngine, ScanReport, redact_texts, scan_table
+from privgate.pii.engine import PiiEngine, ScanReport, redact_texts, scan_table
 from tests.pii_corpus import ENTITIES as CORPUS_ENTITIES
 from tests.pii_corpus import NOTE_COLUMN, LabelledTable, Planted, labelled_table, notes_only
 

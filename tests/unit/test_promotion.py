@@ -14,9 +14,9 @@ import pytest
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from privgate.consumer import RefusedError, load_approved_model, verify_version
 from privgate.errors import ServiceUnavailableError, StageError, is_transient, withheld
-from privgate.registry import (
+from privgate.registry.consumer import RefusedError, load_approved_model, verify_version
+from privgate.registry.versions import (
     DEMOTED_REASON_TAG,
     SIGNATURE_TAG,
     STATUS_TAG,

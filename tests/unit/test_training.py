@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 
 from privgate.config import GroupHierarchy, IntervalHierarchy, TrainingConfig
+from privgate.data.features import build_feature_spec, encode, encode_labels, input_width
+from privgate.data.validation import ColumnDomain
+from privgate.dp.training import accuracy, build_network, predict_logits, train_model
 from privgate.errors import ConfigError
-from privgate.features import build_feature_spec, encode, encode_labels, input_width
-from privgate.training import accuracy, build_network, predict_logits, train_model
-from privgate.validation import ColumnDomain
 
 DOMAINS = {
     "age": ColumnDomain(kind="numeric", values=None, min_value=17, max_value=90),

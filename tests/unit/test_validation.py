@@ -1,4 +1,4 @@
-"""Unit tests for `privgate.validation`: the raw-table gate and the public domains."""
+"""Unit tests for `privgate.data.validation`: the raw-table gate and the public domains."""
 
 from __future__ import annotations
 
@@ -14,8 +14,7 @@ import pandas as pd
 import pytest
 
 from privgate.config import load_config
-from privgate.errors import ConfigError
-from privgate.validation import (
+from privgate.data.validation import (
     BETWEEN,
     COLUMNS_MATCH_SET,
     IN_SET,
@@ -26,6 +25,7 @@ from privgate.validation import (
     public_domains,
     validate_table,
 )
+from privgate.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 SUITE = ROOT / "expectations" / "adult_raw.json"

@@ -29,8 +29,12 @@ import pandas as pd
 from privgate.config import AnonymizationConfig, Hierarchy, PiiConfig
 from privgate.errors import ConfigError
 from privgate.home import create_private_file, is_private, privgate_home
-from privgate.kanon import KAnonymityResult, apply_generalization, find_k_anonymous_generalization
-from privgate.pii import PiiEngine, ScanReport, redact_texts
+from privgate.pii.engine import PiiEngine, ScanReport, redact_texts
+from privgate.pii.kanon import (
+    KAnonymityResult,
+    apply_generalization,
+    find_k_anonymous_generalization,
+)
 
 Action = Literal["drop", "mask", "pseudonymize", "redact", "generalize", "keep"]
 # What pseudonymize and mask write: a cell matching one of these holds no identifier.

@@ -17,8 +17,8 @@ import pandas as pd
 import torch
 from mlflow.pyfunc import PythonModel
 
-from privgate.features import encode
-from privgate.training import build_network, predict_proba
+from privgate.data.features import encode
+from privgate.dp.training import build_network, predict_proba
 
 
 class PrivgateClassifier(PythonModel):

@@ -24,8 +24,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from privgate.clipping import BookKeepingClipper
 from privgate.config import DpConfig, TrainingConfig
+from privgate.dp.clipping import BookKeepingClipper
 from privgate.errors import AccountingError, ConfigError
 
 # Expected warnings, silenced once for the process (`warnings.catch_warnings` is not
@@ -332,7 +332,7 @@ def privatize(
 
     Opacus does the accounting, the Poisson sampling, the validation and the noise in
     every mode; `dp.clipping` only chooses how the clipped per-sample gradient sum is
-    computed (see `privgate.clipping`).
+    computed (see `privgate.dp.clipping`).
 
     Raises:
         AccountingError: for a custom sampler, a model Opacus cannot train privately, or
@@ -461,7 +461,7 @@ def _bookkeeping_loop(
     from opacus.data_loader import DPDataLoader
     from opacus.validators import ModuleValidator
 
-    from privgate.dp_optimizer import BookKeepingDPOptimizer
+    from privgate.dp.optimizer import BookKeepingDPOptimizer
 
     ModuleValidator.validate(network, strict=True)
     clipper = BookKeepingClipper(

@@ -32,7 +32,7 @@ from presidio_analyzer import (
 )
 from spacy.lang.en.stop_words import STOP_WORDS
 
-from privgate.names import NameLexicon, name_lexicon
+from privgate.pii.names import NameLexicon, name_lexicon
 
 # Presidio compiles patterns with IGNORECASE by default; these rely on capitals.
 _CASE_SENSITIVE = re.DOTALL | re.MULTILINE
@@ -261,7 +261,7 @@ class NameLexiconRecognizer(LocalRecognizer):
 
     A second signal for names besides spaCy's NER (which misses `Regina Jones` or
     `Bradley Cherry` in ordinary sentences), from the first- and last-name lexicon
-    (`privgate.names`, Faker's every locale):
+    (`privgate.pii.names`, Faker's every locale):
 
     - two capitalized words, the first a first name and the second a surname or not an
       English word; written `Surname, First`, the other way round (0.5: redacted at

@@ -16,7 +16,7 @@ from typing import Any
 from opacus.optimizers import DPOptimizerFastGradientClipping
 from opacus.optimizers.optimizer import _generate_noise
 
-from privgate.clipping import BookKeepingClipper
+from privgate.dp.clipping import BookKeepingClipper
 
 
 class BookKeepingDPOptimizer(DPOptimizerFastGradientClipping):

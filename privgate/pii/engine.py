@@ -36,8 +36,8 @@ import pandas as pd
 import regex
 
 from privgate.errors import ConfigError
-from privgate.names import name_lexicon
-from privgate.recognizers import (
+from privgate.pii.names import name_lexicon
+from privgate.pii.recognizers import (
     CAPITALIZED,
     MASTERCARD_2_SERIES,
     NEEDS_A_CAPITAL,

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from privgate import attestation
 from privgate.errors import PrivgateError, RegistryError, is_transient
-from privgate.registry import (
+from privgate.registry import attestation
+from privgate.registry.versions import (
     GATE_REPORT_PATH,
     SIGNATURE_TAG,
     STATUS_TAG,

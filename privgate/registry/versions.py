@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from privgate import attestation
 from privgate.errors import RegistryError, is_transient
 from privgate.home import file_lock, privgate_home
+from privgate.registry import attestation
 
 STATUS_TAG = "privgate.status"
 GATE_TAG_PREFIX = "privgate.gate."
@@ -112,7 +112,7 @@ def log_and_register(
     `run_key` identifies the pipeline run: a retried task finds the version it made
     before instead of registering a second one. The version is created with its verdict
     tags in one call, so no version is ever visible without a status; an approved
-    version is signed (see `privgate.attestation`) before the alias may move to it, so a
+    version is signed (see `privgate.registry.attestation`) before the alias may move to it, so a
     crash at any step leaves no alias on a half-registered version, and the retry
     finishes the steps left. `promotion_lock(model_name)` serializes the alias moves of
     one model across machines (the flows pass a Prefect global concurrency slot).
@@ -181,7 +181,7 @@ def _log_run(
     from mlflow.tracking import MlflowClient
     from mlflow.types import ColSpec, Schema
 
-    from privgate import serving
+    from privgate.registry import serving
 
     client = MlflowClient()
     with mlflow.start_run(experiment_id=experiment_id(experiment)) as run:

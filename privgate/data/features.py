@@ -18,7 +18,7 @@ from pydantic import TypeAdapter
 
 from privgate.config import Hierarchy
 from privgate.errors import ConfigError
-from privgate.kanon import generalize_column, hierarchy_height
+from privgate.pii.kanon import generalize_column, hierarchy_height
 
 FeatureSpec = dict[str, Any]
 _HIERARCHY = TypeAdapter(Hierarchy)
