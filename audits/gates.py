@@ -31,6 +31,9 @@ class Evidence:
     delta: float | None = None
     n_train: int | None = None
     accuracy: float | None = None
+    # The references the policy may judge accuracy against (None: not measured).
+    majority_rate: float | None = None
+    baseline_accuracy: float | None = None
     mia_auc: float | None = None
     mia_tpr_at_1pct_fpr: float | None = None
     strongest_attack: str | None = None
@@ -280,8 +283,41 @@ def privacy_delta_gate(evidence: Evidence, policy: PrivacyPolicy) -> GateResult:
 
 @register_gate("utility")
 def utility_gate(evidence: Evidence, policy: PrivacyPolicy) -> GateResult:
-    """Accuracy on the held-out test table must be >= min_accuracy."""
-    return _verdict("utility", evidence.accuracy, ">=", policy.min_accuracy, "test accuracy")
+    """Held-out accuracy must clear every floor the policy states, the strictest binding.
+
+    `min_accuracy` (absolute), the majority-class rate plus `min_accuracy_lift`, and the
+    non-private baseline less `max_accuracy_cost`. A relative floor whose reference was
+    not measured fails the gate: the floor the policy asked for is unknown.
+    """
+    floors = [("min_accuracy", policy.min_accuracy)]
+    notes = ["test accuracy"]
+    missing = []
+    for reference, value, margin, key, sign in (
+        ("majority class", evidence.majority_rate, policy.min_accuracy_lift, "lift", 1.0),
+        (
+            "non-private baseline",
+            evidence.baseline_accuracy,
+            policy.max_accuracy_cost,
+            "cost",
+            -1.0,
+        ),
+    ):
+        if margin is None:
+            if value is not None and math.isfinite(value):
+                notes.append(f"{reference} {value:.4g}")
+            continue
+        if value is None or not math.isfinite(value):
+            missing.append(reference)
+            continue
+        floors.append((reference, value + sign * margin))
+        notes.append(f"{reference} {value:.4g} {'+' if sign > 0 else '-'} {key} {margin:.4g}")
+    binding, threshold = max(floors, key=lambda floor: floor[1])
+    if missing:
+        detail = f"{', '.join(missing)} not measured, so the policy's floor is unknown"
+        return GateResult("utility", False, evidence.accuracy, threshold, ">=", detail)
+    if len(floors) > 1 or binding != "min_accuracy":
+        notes.append(f"binding floor: {binding}")
+    return _verdict("utility", evidence.accuracy, ">=", threshold, "; ".join(notes))
 
 
 def _strongest(evidence: Evidence) -> str:

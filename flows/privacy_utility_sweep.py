@@ -110,6 +110,11 @@ def _preflight(
     then, a sweep would stop half run, its spend gone. Every DP point is charged in
     full (basic composition): tuning on private data leaks through the choice too.
     """
+    if None in sweep.epsilons and not policy.allow_non_private:
+        return (
+            "the grid has a non-private point (`none`), and the policy refuses training "
+            "without DP on this dataset (allow_non_private: false); sweep only epsilons"
+        )
     epsilon, delta = sweep.planned_charge(config.training.dp.target_delta)
     spent = PrivacyLedger().balance(dataset_sha256=dataset, privacy_unit="record")
     left_epsilon = policy.lifetime_epsilon - spent.spent_epsilon

@@ -42,8 +42,17 @@ class DataConfig(_Model):
     train_path: str = Field(
         description="Raw training table (CSV, CSV.GZ or Parquet). `${PRIVGATE_HOME}` expands."
     )
-    test_path: str = Field(
-        description="Held-out evaluation table with the same columns (never trained on)."
+    test_path: str | None = Field(
+        default=None,
+        description="Held-out evaluation table with the same columns (never trained on). "
+        "Empty: split one off the training table (data.test_fraction).",
+    )
+    test_fraction: float | None = Field(
+        default=None,
+        gt=0.0,
+        lt=0.5,
+        description="Without a test file: the share of the training table held out as "
+        "the test table, a seeded split stratified on the target (recorded in lineage).",
     )
     target: str = Field(default="income", description="Label column.")
     positive_labels: list[str] = Field(
@@ -64,6 +73,15 @@ class DataConfig(_Model):
         default="expectations/adult_raw.json",
         description="Great Expectations suite (JSON) the raw table must pass before training.",
     )
+
+    @model_validator(mode="after")
+    def _one_test_source(self) -> DataConfig:
+        if (self.test_path is None) == (self.test_fraction is None):
+            raise ValueError(
+                "give exactly one of data.test_path (a test file) and data.test_fraction "
+                "(a seeded split of the training table)"
+            )
+        return self
 
 
 # --------------------------------------------------------------------------- PII
@@ -503,7 +521,13 @@ class PipelineConfig(_Model):
 
     def sha256(self) -> str:
         """Return a stable content hash of what this config trains (lineage)."""
-        return _sha256_json(self.model_dump(mode="json", exclude={"orchestration"}))
+        payload = self.model_dump(mode="json", exclude={"orchestration"})
+        # Options added after versions were registered are hashed only when set, so a
+        # config that does not use them keeps the hash its versions were registered with.
+        for section, key in _HASHED_WHEN_SET:
+            if payload[section].get(key) is None:
+                payload[section].pop(key, None)
+        return _sha256_json(payload)
 
 
 # --------------------------------------------------------------------------- policy
@@ -548,7 +572,29 @@ class PrivacyPolicy(_Model):
     residual_pii_score_threshold: float = Field(
         ge=0.0, le=1.0, description="Presidio score from which a re-scan finding counts."
     )
-    min_accuracy: float = Field(ge=0.0, le=1.0, description="Held-out accuracy floor.")
+    min_accuracy: float = Field(
+        default=0.0, ge=0.0, le=1.0, description="Held-out accuracy floor (absolute)."
+    )
+    min_accuracy_lift: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="Held-out accuracy must beat always predicting the test table's "
+        "majority class by at least this much. Empty: not required.",
+    )
+    max_accuracy_cost: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="The non-private baseline's held-out accuracy may exceed the model's "
+        "by at most this much (needs allow_non_private). Empty: not required.",
+    )
+    allow_non_private: bool = Field(
+        default=False,
+        description="Whether a model may be trained on this dataset without DP: the "
+        "baseline that measures what privacy costs (never registered), or a run with "
+        "training.dp.enabled false. Each is recorded in the ledger, allowed or refused.",
+    )
     max_mia_auc: float = Field(ge=0.5, le=1.0, description="Membership-inference AUC ceiling.")
     max_mia_tpr_at_1pct_fpr: float = Field(
         ge=0.0, le=1.0, description="Membership-inference TPR at 1% FPR ceiling."
@@ -564,12 +610,24 @@ class PrivacyPolicy(_Model):
         "recipe, noise off) must prove epsilon >= this. Empty: >= the claimed epsilon.",
     )
 
+    @model_validator(mode="after")
+    def _cost_needs_a_baseline(self) -> PrivacyPolicy:
+        if self.max_accuracy_cost is not None and not self.allow_non_private:
+            raise ValueError(
+                "max_accuracy_cost compares the model with a non-private baseline, which "
+                "allow_non_private: false refuses to train; allow it or drop the cost floor "
+                "(min_accuracy_lift needs no baseline)"
+            )
+        return self
+
     def sha256(self) -> str:
         """Return a stable content hash of this policy (lineage)."""
         return _sha256_json(self.model_dump(mode="json"))
 
 
 # --------------------------------------------------------------------------- loading
+
+_HASHED_WHEN_SET = (("data", "test_fraction"),)
 
 
 def _sha256_json(payload: Any) -> str:

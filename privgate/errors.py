@@ -56,6 +56,10 @@ class BudgetExceededError(PrivgateError):
     """Raised when a run would push a dataset's lifetime epsilon or delta past its budget."""
 
 
+class PolicyRefusedError(PrivgateError):
+    """Raised when the privacy policy forbids what a run asks for (e.g. training without DP)."""
+
+
 class RegistryError(PrivgateError):
     """Raised when the model registry has no such model, version or alias."""
 

@@ -15,6 +15,7 @@ scheduled re-audit of the operations issue can act on it.
 from __future__ import annotations
 
 import json
+import math
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
@@ -82,7 +83,8 @@ def reaudit(
     tables = stages.ingest(config)
     for path, digest, recorded in (
         (config.data.train_path, tables.train_sha256, "train_sha256"),
-        (config.data.test_path, tables.test_sha256, "test_sha256"),
+        # Without a test file the test table is split off the training file.
+        (config.data.test_path or config.data.train_path, tables.test_sha256, "test_sha256"),
     ):
         if digest != tags.get(f"privgate.lineage.{recorded}"):
             raise DataError(
@@ -115,6 +117,7 @@ def reaudit(
         members=data.members,
         non_members=data.non_members,
         population=data.test,
+        majority_rate=stages.majority_rate(data.test[1]),
     )
     report = stages.run_audit(trained, config)
     evidence = Evidence(
@@ -122,6 +125,9 @@ def reaudit(
         delta=dp.delta,
         n_train=n_train,
         accuracy=trained.test_accuracy,
+        majority_rate=trained.majority_rate,
+        # The baseline is not retrained (no non-private run for an audit): its recorded figure.
+        baseline_accuracy=_finite(run.data.metrics.get("baseline_accuracy")),
         **stages.audit_evidence(report),
     )
     gates = run_gates(evidence, policy, AUDIT_GATES)
@@ -185,3 +191,7 @@ def _record(client: Any, run_id: str, summary: dict[str, Any]) -> None:
     )
     client.set_tag(run_id, "privgate.reaudit.passed", str(summary["passed"]).lower())
     client.set_tag(run_id, "privgate.reaudit.utc", summary["audited_utc"])
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None

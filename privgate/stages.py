@@ -7,6 +7,7 @@ what leaves a stage for reports is aggregates.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import secrets
@@ -42,8 +43,8 @@ from privgate.dp.training import (
     predict_logits,
     train_model,
 )
-from privgate.errors import ConfigError, DataError, ValidationFailedError
-from privgate.home import PROJECT_ROOT, resolve_path
+from privgate.errors import ConfigError, DataError, PolicyRefusedError, ValidationFailedError
+from privgate.home import PROJECT_ROOT, privgate_home, resolve_path
 from privgate.pii import anonymize as anon
 from privgate.pii.engine import PiiEngine, ScanReport, count_findings, get_engine, scan_table
 from privgate.pii.kanon import measure_k, measure_l_diversity
@@ -142,6 +143,9 @@ class Trained:
     non_members: tuple[np.ndarray, np.ndarray]
     # The encoded test table: the audit's population (reference models, canary runs).
     population: tuple[np.ndarray, np.ndarray]
+    # Accuracy of always predicting the test table's majority class: the floor a model
+    # must beat to have learned anything (policy `min_accuracy_lift`).
+    majority_rate: float | None = None
 
 
 def engine_for(config: PipelineConfig) -> PiiEngine:
@@ -158,18 +162,80 @@ def engine_for(config: PipelineConfig) -> PiiEngine:
 
 
 def ingest(config: PipelineConfig) -> Tables:
-    """Read the training and evaluation tables (a seeded sample when configured)."""
+    """Read the training and evaluation tables (a seeded sample when configured).
+
+    Without a test file (`data.test_fraction`), the test table is a seeded split of the
+    training file, stratified on the target. The training hash stays the file's: the
+    ledger charges the people in the file, whichever part of it a run trains on; the
+    test hash is that of the rows split off.
+    """
     data = config.data
-    train_path, test_path = resolve_path(data.train_path), resolve_path(data.test_path)
-    train = read_table(train_path, string_columns=data.string_columns)
-    test = read_table(test_path, string_columns=data.string_columns)
-    for path, frame in ((train_path, train), (test_path, test)):
-        if data.target not in frame.columns:
-            raise DataError(f"{path}: target column {data.target!r} (data.target) is missing")
+    train_path = resolve_path(data.train_path)
+    train = _read_input(train_path, config, "data.train_path")
+    train_sha256 = sha256_file(train_path)
+    if data.test_path is not None:
+        test_path = resolve_path(data.test_path)
+        test = _read_input(test_path, config, "data.test_path")
+        _require_target(test, test_path, data.target)
+        test_sha256 = sha256_file(test_path)
+    _require_target(train, train_path, data.target)
+    if data.test_fraction is not None:
+        train, test = split_test(train, config)
+        test_sha256 = frame_sha256(test)
     if data.sample_rows is not None and data.sample_rows < len(train):
         train = train.sample(n=data.sample_rows, random_state=config.training.seed)
         train = train.reset_index(drop=True)
-    return Tables(train, test, sha256_file(train_path), sha256_file(test_path))
+    return Tables(train, test, train_sha256, test_sha256)
+
+
+def _read_input(path: Path, config: PipelineConfig, key: str) -> pd.DataFrame:
+    try:
+        return read_table(path, string_columns=config.data.string_columns)
+    except DataError:
+        if not path.exists() and path.is_relative_to(privgate_home() / "demo"):
+            raise DataError(
+                f"table file not found: {path} ({key}); it is the demo's: "
+                "`privgate demo-data` writes it (`make run` does both)"
+            ) from None
+        raise
+
+
+def _require_target(frame: pd.DataFrame, path: Path, target: str) -> None:
+    if target not in frame.columns:
+        raise DataError(f"{path}: target column {target!r} (data.target) is missing")
+
+
+def split_test(frame: pd.DataFrame, config: PipelineConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split the test table off the training table: seeded, stratified on the target.
+
+    Raises:
+        DataError: when a class is too rare to be in both parts.
+    """
+    from sklearn.model_selection import train_test_split
+
+    data = config.data
+    labels = encode_labels(frame[data.target], data.positive_labels)
+    counts = np.bincount(labels.astype(np.int64), minlength=2)
+    if counts.min() < 2:
+        raise DataError(
+            f"data.test_fraction: the target {data.target!r} (data.target) has a class "
+            f"with {int(counts.min())} row(s); a stratified split needs at least 2 per class "
+            "(check data.positive_labels)"
+        )
+    train, test = train_test_split(
+        frame,
+        test_size=data.test_fraction,
+        random_state=config.training.seed,
+        stratify=labels,
+    )
+    return train.reset_index(drop=True), test.reset_index(drop=True)
+
+
+def frame_sha256(frame: pd.DataFrame) -> str:
+    """Return a content hash of a table's rows and column names (order included)."""
+    digest = hashlib.sha256("\x1f".join(map(str, frame.columns)).encode())
+    digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
+    return digest.hexdigest()
 
 
 def validate(tables: Tables, config: PipelineConfig) -> ValidationReport:
@@ -376,7 +442,9 @@ def train(
     (x_train, y_train), (x_test, y_test) = data.members, data.test
     model = _train_charged(x_train, y_train, tables, config, policy, run_key=run_key)
     baseline_accuracy = None
-    if config.training.dp.enabled:
+    if config.training.dp.enabled and _non_private_allowed(
+        tables, policy, run_key=run_key, purpose="baseline: what privacy costs, never registered"
+    ):
         # The same model, split and data without DP, never registered: what privacy costs.
         baseline = train_model(x_train, y_train, training=non_private(config.training))
         baseline_accuracy = accuracy(baseline.network, x_test, y_test)
@@ -388,7 +456,29 @@ def train(
         members=data.members,
         non_members=data.non_members,
         population=data.test,
+        majority_rate=majority_rate(y_test),
     )
+
+
+def majority_rate(labels: np.ndarray) -> float | None:
+    """Return the accuracy of always predicting the majority class (None: no labels)."""
+    if len(labels) == 0:
+        return None
+    positive = float(np.mean(labels))
+    return max(positive, 1.0 - positive)
+
+
+def _non_private_allowed(
+    tables: Tables, policy: PrivacyPolicy, *, run_key: str, purpose: str
+) -> bool:
+    """Record a non-private training on the dataset in the ledger; return the decision."""
+    PrivacyLedger().record_non_private(
+        dataset_sha256=tables.train_sha256,
+        allowed=policy.allow_non_private,
+        purpose=purpose,
+        run_key=run_key,
+    )
+    return policy.allow_non_private
 
 
 def non_private(training: TrainingConfig) -> TrainingConfig:
@@ -408,6 +498,13 @@ def _train_charged(
     dp = config.training.dp
     if not dp.enabled:
         # No DP, no finite epsilon to charge; such a model never passes the budget gate.
+        if not _non_private_allowed(
+            tables, policy, run_key=run_key, purpose="training.dp.enabled false"
+        ):
+            raise PolicyRefusedError(
+                "the policy refuses training without DP on this dataset "
+                "(allow_non_private: false); the refusal is recorded in the ledger"
+            )
         return train_model(x, y, training=config.training)
     ledger = PrivacyLedger()
     entry = ledger.reserve(
@@ -684,6 +781,8 @@ def judge(
         delta=dp.delta,
         n_train=trained.model.n_train,
         accuracy=trained.test_accuracy,
+        majority_rate=trained.majority_rate,
+        baseline_accuracy=trained.baseline_accuracy,
         **audit_evidence(report),
     )
     return run_gates(evidence, policy)
@@ -732,6 +831,7 @@ def summary_metrics(
         "baseline_accuracy": math.nan
         if trained.baseline_accuracy is None
         else trained.baseline_accuracy,
+        "majority_rate": math.nan if trained.majority_rate is None else trained.majority_rate,
         "epsilon": trained.model.dp.epsilon,
         "epsilon_spent": trained.model.dp.epsilon_spent,
         "mia_auc": report.mia_auc,
@@ -803,6 +903,7 @@ def register(
     lineage = {
         "privgate.lineage.train_sha256": evidence.tables.train_sha256,
         "privgate.lineage.test_sha256": evidence.tables.test_sha256,
+        "privgate.lineage.test_split": _test_split(config),
         "privgate.lineage.config_sha256": config.sha256(),
         "privgate.lineage.policy_sha256": policy.sha256(),
         "privgate.lineage.code_version": _code_version(),
@@ -923,6 +1024,7 @@ def model_card_facts(
         "utility": {
             "accuracy": trained.test_accuracy,
             "baseline_accuracy": trained.baseline_accuracy,
+            "majority_rate": trained.majority_rate,
         },
         "gates": gates.to_dict()["gates"],
         "lineage": {k.removeprefix("privgate.lineage."): v for k, v in lineage.items()},
@@ -930,14 +1032,25 @@ def model_card_facts(
             "Epsilon and delta cover the model weights (DP-SGD with Poisson sampling, noise "
             "from secret seeds). Accuracy, k, suppression, the generalization levels chosen "
             "from the data and the audit metrics are released outside that guarantee.",
-            "Utility is measured on the held-out Adult test file; the baseline is the same "
-            "model trained without DP on the same split, and is not registered.",
+            "Utility is measured on the held-out test table; the baseline, when the "
+            "policy allows non-private training, is the same model trained without DP on "
+            "the same split, and is not registered.",
             "The audit attacks this model with reference models trained on the test file. "
             "Its canary audit trains a sibling model with the same code and settings on the "
             "test file plus synthetic canaries: it audits the training mechanism, is never "
             "released, and no canary enters this model's training data.",
         ],
     }
+
+
+def _test_split(config: PipelineConfig) -> str:
+    data = config.data
+    if data.test_fraction is None:
+        return "test file (data.test_path)"
+    return (
+        f"split off the training file: test_fraction={data.test_fraction}, "
+        f"seed={config.training.seed}, stratified on {data.target}"
+    )
 
 
 def _code_version() -> str:

@@ -29,7 +29,7 @@ import re
 import sqlite3
 import uuid
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal, cast
@@ -44,7 +44,9 @@ LIFETIME_DELTA_SETTING = "lifetime_delta"
 Status = Literal["reserved", "spent", "released"]
 
 _LOCK_NAME = "ledger"
-_SCHEMA_VERSION = 1
+# Version 2 added `non_private` (additive: a version-1 file is upgraded in place).
+_SCHEMA_VERSION = 2
+_READABLE_VERSIONS = (0, 1, 2)
 _HASH_PREFIX = 12
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 # Writers already queue on the file lock; SQLite itself only waits for a WAL checkpoint
@@ -71,6 +73,19 @@ _SCHEMA = (
     ) STRICT
     """,
     "CREATE INDEX IF NOT EXISTS entries_by_budget ON entries (dataset_sha256, privacy_unit)",
+    # Training without DP spends no epsilon anyone can sum, so it is not a debit; but a
+    # model fitted to the people without noise is a fact about the dataset, recorded
+    # whether the policy allowed it or refused it.
+    """
+    CREATE TABLE IF NOT EXISTS non_private (
+        record_id TEXT PRIMARY KEY,
+        dataset_sha256 TEXT NOT NULL,
+        decision TEXT NOT NULL CHECK (decision IN ('allowed', 'refused')),
+        purpose TEXT NOT NULL,
+        run_key TEXT NOT NULL,
+        created_utc TEXT NOT NULL
+    ) STRICT
+    """,
 )
 
 
@@ -87,6 +102,17 @@ class LedgerEntry:
     run_key: str
     created_utc: str
     note: str
+
+
+@dataclass(frozen=True)
+class NonPrivateRecord:
+    """One non-private training on a dataset, allowed or refused by the policy."""
+
+    dataset_sha256: str
+    decision: Literal["allowed", "refused"]
+    purpose: str
+    run_key: str
+    created_utc: str
 
 
 @dataclass(frozen=True)
@@ -124,7 +150,7 @@ class PrivacyLedger:
             conn.execute("PRAGMA journal_mode=WAL")
         with self._transaction() as conn:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version not in (0, _SCHEMA_VERSION):
+            if version not in _READABLE_VERSIONS:
                 raise PrivgateError(
                     f"privacy ledger {self.path} has schema version {version}, this privgate "
                     f"reads version {_SCHEMA_VERSION}; upgrade privgate rather than "
@@ -340,6 +366,41 @@ class PrivacyLedger:
         with contextlib.closing(self._connect()) as conn:
             rows = conn.execute(query + " ORDER BY rowid", params).fetchall()
         return [_entry(row) for row in rows]
+
+    def record_non_private(
+        self, *, dataset_sha256: str, allowed: bool, purpose: str, run_key: str
+    ) -> NonPrivateRecord:
+        """Record a non-private training on a dataset, before it runs (or is refused).
+
+        Args:
+            dataset_sha256: Content hash of the raw training data, as for `reserve`.
+            allowed: The policy's decision (`allow_non_private`).
+            purpose: Why it was asked for, e.g. "baseline" (no data values).
+            run_key: The run asking.
+        """
+        _check_key(dataset_sha256, "record")
+        if not purpose.strip() or not run_key.strip():
+            raise ValueError("a non-private record needs a purpose and a run_key")
+        record = NonPrivateRecord(
+            dataset_sha256, "allowed" if allowed else "refused", purpose, run_key, _utc_now()
+        )
+        with self._transaction() as conn:
+            conn.execute(
+                "INSERT INTO non_private (record_id, dataset_sha256, decision, purpose, "
+                "run_key, created_utc) VALUES (?, ?, ?, ?, ?, ?)",
+                (uuid.uuid4().hex, *asdict(record).values()),
+            )
+        return record
+
+    def non_private(self, *, dataset_sha256: str | None = None) -> list[NonPrivateRecord]:
+        """Return the non-private trainings recorded (of one dataset, or all), oldest first."""
+        query = "SELECT dataset_sha256, decision, purpose, run_key, created_utc FROM non_private"
+        args: tuple[str, ...] = ()
+        if dataset_sha256 is not None:
+            query, args = query + " WHERE dataset_sha256 = ?", (dataset_sha256,)
+        with contextlib.closing(self._connect()) as conn:
+            rows = conn.execute(query + " ORDER BY created_utc, rowid", args).fetchall()
+        return [NonPrivateRecord(*tuple(row)) for row in rows]
 
     def _connect(self) -> sqlite3.Connection:
         # isolation_level=None: transactions are begun explicitly, never implicitly.

@@ -306,6 +306,9 @@ def _utility_lines(utility: Mapping[str, Any]) -> list[str]:
         ],
         ["accuracy cost of privacy", cost_text],
     ]
+    majority = utility.get("majority_rate")
+    if majority is not None:
+        rows.append(["always predicting the majority class", _metric(majority)])
     return ["## Utility", "", *_table(["measure", "value"], rows)]
 
 
@@ -317,6 +320,8 @@ def _lineage_lines(lineage: Mapping[str, Any]) -> list[str]:
         ["policy SHA-256", _text(lineage.get("policy_sha256"))],
         ["code version", _text(lineage.get("code_version"))],
     ]
+    if lineage.get("test_split") is not None:  # recorded since test_fraction exists
+        rows.insert(2, ["test table", _text(lineage["test_split"])])
     return ["## Lineage", "", *_table(["input", "value"], rows)]
 
 

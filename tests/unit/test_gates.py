@@ -273,3 +273,49 @@ def test_when_the_policy_asks_for_no_l_diversity_then_the_gate_passes_even_unmea
 
     assert result.passed
     assert "not required" in result.details
+
+
+def _utility(evidence: Evidence, **policy: object) -> GateResult:
+    return run_gate("utility", evidence, POLICY.model_copy(update=policy))
+
+
+def test_when_the_majority_class_is_nearly_the_floor_then_the_lift_floor_binds() -> None:
+    # The newcomer's table: always predicting the majority scores 0.797, min_accuracy 0.80.
+    evidence = _with(accuracy=0.7966, majority_rate=0.797, baseline_accuracy=0.8028)
+
+    result = _utility(evidence, min_accuracy=0.0, min_accuracy_lift=0.01)
+
+    assert not result.passed
+    assert result.threshold == pytest.approx(0.807)
+    assert "binding floor: majority class" in result.details
+    assert "non-private baseline 0.8028" in result.details  # reported though not judged
+
+
+def test_when_the_cost_against_the_baseline_is_within_policy_then_utility_passes() -> None:
+    evidence = _with(accuracy=0.84, majority_rate=0.76, baseline_accuracy=0.85)
+
+    passed = _utility(evidence, allow_non_private=True, max_accuracy_cost=0.02)
+    failed = _utility(evidence, allow_non_private=True, max_accuracy_cost=0.005)
+
+    assert passed.passed
+    assert passed.threshold == pytest.approx(0.83)
+    assert not failed.passed
+    assert failed.threshold == pytest.approx(0.845)
+
+
+def test_when_a_relative_floor_has_no_reference_then_utility_fails_closed() -> None:
+    result = _utility(
+        _with(accuracy=0.99, baseline_accuracy=None), allow_non_private=True, max_accuracy_cost=0.1
+    )
+
+    assert not result.passed
+    assert "non-private baseline not measured" in result.details
+
+
+def test_when_a_cost_floor_is_set_without_allowing_the_baseline_then_the_policy_is_refused() -> (
+    None
+):
+    with pytest.raises(ValueError, match="max_accuracy_cost compares the model"):
+        PrivacyPolicy.model_validate(
+            {**POLICY.model_dump(), "max_accuracy_cost": 0.01, "allow_non_private": False}
+        )

@@ -359,3 +359,34 @@ def test_when_processes_reserve_concurrently_then_the_budget_is_never_overspent(
     assert codes == [0] * 5 + [_REFUSED] * 3
     balance = PrivacyLedger(path).balance(dataset_sha256=DATA_A, privacy_unit="record")
     assert (balance.spent_epsilon, balance.entries) == (5.0, 5)
+
+
+def test_when_non_private_trainings_are_recorded_then_both_decisions_are_kept(
+    ledger: PrivacyLedger,
+) -> None:
+    ledger.record_non_private(dataset_sha256=DATA_A, allowed=True, purpose="baseline", run_key="r1")
+    ledger.record_non_private(dataset_sha256=DATA_A, allowed=False, purpose="dp off", run_key="r2")
+
+    records = ledger.non_private(dataset_sha256=DATA_A)
+
+    assert [(r.decision, r.purpose, r.run_key) for r in records] == [
+        ("allowed", "baseline", "r1"),
+        ("refused", "dp off", "r2"),
+    ]
+    assert _spent(ledger) == 0.0  # a record, not a debit
+    assert ledger.non_private(dataset_sha256=DATA_B) == []
+
+
+def test_when_a_version_1_ledger_is_opened_then_it_is_upgraded_in_place(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "old.sqlite3"
+    PrivacyLedger(path)
+    with sqlite3.connect(path) as conn:
+        conn.execute("DROP TABLE non_private")
+        conn.execute("PRAGMA user_version = 1")
+
+    upgraded = PrivacyLedger(path)
+
+    upgraded.record_non_private(dataset_sha256=DATA_A, allowed=True, purpose="b", run_key="r")
+    assert len(upgraded.non_private()) == 1
