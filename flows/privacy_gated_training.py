@@ -1,6 +1,6 @@
 """The `privacy-gated-training` flow: the pipeline diagram, wired.
 
-    ingest -> validate -> scan-pii -> anonymize -> verify-anonymization
+    ingest -> validate -> preflight -> scan-pii -> anonymize -> verify-anonymization
            -> [data gates] -> train-dp-model
            -> train-reference-models x groups | canary-audit (DP) | canary-audit (control)
            -> audit-membership-inference
@@ -18,6 +18,7 @@ from typing import Any
 from prefect import flow
 from prefect.states import Completed, Failed, State
 
+from audits.gates import GateReport
 from audits.suite import AuditReport
 from flows._runners import build_runner, submit
 from privgate import stages
@@ -30,7 +31,7 @@ from tasks.audit import (
     run_canary_audit,
     train_reference_models,
 )
-from tasks.data import ingest_tables, validate_raw_table
+from tasks.data import ingest_tables, preflight_checks, validate_raw_table
 from tasks.privacy import anonymize_records, scan_pii, verify_anonymization
 from tasks.registry import register_model
 from tasks.training import train_dp_model
@@ -48,6 +49,14 @@ def privacy_gated_training(config: PipelineConfig = DEFAULT_CONFIG) -> State[Any
     policy = load_policy()
     tables = ingest_tables(config)
     validation = validate_raw_table(tables, config)
+    checks = preflight_checks(tables, config, policy)
+    if not checks.ok:
+        summary = run_summary(policy=policy, gates=GateReport(()), started=started)
+        summary["preflight"] = checks.to_dict()
+        return Failed(
+            message=f"blocked before training: preflight: {checks.failure_message()}",
+            data=summary,
+        )
     scan = scan_pii(tables, config)
     anonymized = anonymize_records(tables, scan, config)
     verification = verify_anonymization(anonymized, config, policy)

@@ -108,6 +108,14 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     sweep.add_argument("--json", action="store_true", help="print the sweep summary as JSON")
 
+    check = commands.add_parser(
+        "check",
+        help="every check that needs no training (columns, suite, sizes, k, audit power, "
+        "budget), in seconds, before anything is charged",
+    )
+    _add_pipeline_options(check, set_help="as `run` would")
+    check.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+
     demo = commands.add_parser("demo-data", help="write the enriched Adult demo tables")
     demo.add_argument("--out", type=Path, help="folder (default: $PRIVGATE_HOME/demo)")
     demo.add_argument("--rows", type=_at_least_two, help="keep only this many training rows")
@@ -187,6 +195,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(args)
         if args.command == "sweep":
             return _sweep(args)
+        if args.command == "check":
+            return _check(args)
         if args.command == "demo-data":
             return _demo_data(args)
         if args.command == "audit":
@@ -241,6 +251,36 @@ def _run(args: argparse.Namespace) -> int:
     else:
         _print_run(data, state.message or "")
     return EXIT_OK if data["promoted"] else EXIT_BLOCKED
+
+
+def _check(args: argparse.Namespace) -> int:
+    from privgate import stages
+    from privgate.config import default_config_path, load_config, load_policy
+    from privgate.errors import ValidationFailedError
+    from privgate.home import resolve_path
+    from privgate.preflight import CheckReport, Finding, preflight
+
+    config = load_config(args.config, args.overrides)
+    if args.policy is not None:
+        os.environ["PRIVGATE_POLICY"] = str(args.policy.resolve())
+    policy = load_policy()
+    policy_path = resolve_path(os.environ.get("PRIVGATE_POLICY", "configs/policy.yaml"))
+    suite = resolve_path(config.data.expectation_suite)
+    tables = stages.ingest(config)
+    report = preflight(
+        tables, config, policy, files=(args.config or default_config_path(), policy_path, suite)
+    )
+    try:
+        with _stdout_to_stderr():
+            stages.validate(tables, config)
+    except ValidationFailedError as exc:
+        failed = Finding("error", "validation", str(exc))
+        report = CheckReport((failed, *report.findings), report.seconds)
+    if args.json:
+        print(json.dumps(report.to_dict(), sort_keys=True))
+    else:
+        print(report.to_text())
+    return EXIT_OK if report.ok else EXIT_ERROR
 
 
 def _sweep(args: argparse.Namespace) -> int:

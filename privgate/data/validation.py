@@ -247,6 +247,22 @@ def public_domains(suite_path: Path) -> dict[str, ColumnDomain]:
     return domains
 
 
+def suite_columns(suite_path: Path) -> set[str]:
+    """Return every column the suite's expectations name (a column set, or a `column`).
+
+    Raises:
+        ConfigError: When the suite cannot be read.
+    """
+    columns: set[str] = set()
+    for entry in _read_suite_document(suite_path)["expectations"]:
+        kwargs = entry["kwargs"]
+        if entry["type"] == COLUMNS_MATCH_SET:
+            columns |= {c for c in kwargs.get("column_set") or () if isinstance(c, str)}
+        elif isinstance(kwargs.get("column"), str):
+            columns.add(kwargs["column"])
+    return columns
+
+
 def _read_suite_document(path: Path) -> dict[str, Any]:
     path = Path(path)
     try:
