@@ -189,11 +189,10 @@ class GradientCanaries:
         if not linears:
             raise ValueError("the white-box audit needs a network with a Linear layer")
         rng = np.random.default_rng(seed)
-        sizes = np.array([layer.weight.numel() for layer in linears], dtype=float)
-        # Canaries per layer in proportion to its weights, at least one in each layer.
-        layer_of = rng.choice(len(linears), size=count, p=sizes / sizes.sum())
-        layer_of[: len(linears)] = np.arange(min(count, len(linears)))
-        self.layer_of = layer_of
+        sizes = np.array([layer.weight.numel() for layer in linears], dtype=np.int64)
+        self.layer_of = rng.permutation(
+            np.repeat(np.arange(len(linears)), _per_layer(count, sizes))
+        )
         self.included = (
             rng.random(count) < 0.5 if included is None else np.asarray(included, dtype=bool)
         )
@@ -203,7 +202,7 @@ class GradientCanaries:
         self.scale = CANARY_SCALE * max_grad_norm
         self.g, self.a = [], []
         for index, (in_w, out_w) in enumerate(self.widths):
-            g, a = _dirac(rng, count, in_w, out_w, np.flatnonzero(layer_of == index))
+            g, a = _dirac(rng, count, in_w, out_w, np.flatnonzero(self.layer_of == index))
             self.g.append(g)
             self.a.append(a)
         self._generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
@@ -211,9 +210,9 @@ class GradientCanaries:
         # Each canary's weight: (layer, output row, input column).
         self._cells = [
             (
-                torch.from_numpy(np.flatnonzero(layer_of == index)),
-                torch.from_numpy(np.argmax(self.g[index][layer_of == index], axis=1)),
-                torch.from_numpy(np.argmax(self.a[index][layer_of == index], axis=1)),
+                torch.from_numpy(np.flatnonzero(self.layer_of == index)),
+                torch.from_numpy(np.argmax(self.g[index][self.layer_of == index], axis=1)),
+                torch.from_numpy(np.argmax(self.a[index][self.layer_of == index], axis=1)),
             )
             for index in range(len(linears))
         ]
@@ -282,6 +281,32 @@ class GradientCanaries:
         if not self.steps_observed:
             raise RuntimeError("gradient canaries were not attached to a training loop")
         return self._sums / self.max_grad_norm
+
+
+def _per_layer(count: int, sizes: np.ndarray) -> np.ndarray:
+    """Split `count` canaries over layers in proportion to their weights, each within its size.
+
+    A fixed split, not a random draw: drawn layer by layer, a layer near its capacity
+    gets more canaries than weights now and then, two canaries share a weight, and an
+    excluded one scores its neighbour's signal (a wrong guess in the control). At least
+    one canary per layer while there are enough; beyond the capacity, canaries share.
+    """
+    capacity = int(sizes.sum())
+    share = count * sizes / capacity
+    counts = np.minimum(np.floor(share).astype(np.int64), sizes)
+    if count >= len(sizes):
+        counts = np.maximum(counts, 1)
+    while counts.sum() > count:  # the minimum of one took from the largest layers
+        counts[np.argmax(counts - share)] -= 1
+    spare = count - int(counts.sum())
+    while spare > 0:
+        room = counts < sizes if count <= capacity else np.ones_like(counts, dtype=bool)
+        order = np.argsort(-(share - counts) + np.where(room, 0.0, np.inf), kind="stable")
+        for index in order[:spare]:
+            if room[index]:
+                counts[index] += 1
+                spare -= 1
+    return counts
 
 
 def _dirac(

@@ -108,6 +108,26 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     sweep.add_argument("--json", action="store_true", help="print the sweep summary as JSON")
 
+    init = commands.add_parser(
+        "init",
+        help="propose a config, policy and suite for your own table, from its scan",
+    )
+    init.add_argument("table", type=Path, help="the raw training table (CSV, CSV.GZ, Parquet)")
+    init.add_argument("--target", required=True, help="the binary label column")
+    split = init.add_mutually_exclusive_group()
+    split.add_argument("--test", type=Path, help="a held-out test table with the same columns")
+    split.add_argument(
+        "--test-fraction", type=float, help="split the test table off (default: 0.2)"
+    )
+    init.add_argument("--out", type=Path, default=Path("privgate-project"), help="folder")
+    init.add_argument(
+        "--domain-epsilon",
+        type=float,
+        default=1.0,
+        help="epsilon of the DP release of category sets, charged to the ledger (default 1)",
+    )
+    init.add_argument("--force", action="store_true", help="overwrite the files in --out")
+
     check = commands.add_parser(
         "check",
         help="every check that needs no training (columns, suite, sizes, k, audit power, "
@@ -195,6 +215,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(args)
         if args.command == "sweep":
             return _sweep(args)
+        if args.command == "init":
+            return _init(args)
         if args.command == "check":
             return _check(args)
         if args.command == "demo-data":
@@ -251,6 +273,34 @@ def _run(args: argparse.Namespace) -> int:
     else:
         _print_run(data, state.message or "")
     return EXIT_OK if data["promoted"] else EXIT_BLOCKED
+
+
+def _init(args: argparse.Namespace) -> int:
+    from privgate.scaffold import init_project
+
+    with _stdout_to_stderr():
+        proposal = init_project(
+            args.table,
+            target=args.target,
+            out=args.out,
+            test=args.test,
+            test_fraction=args.test_fraction,
+            domain_epsilon=args.domain_epsilon,
+            force=args.force,
+        )
+    for path in proposal.files.values():
+        print(f"wrote {path}")
+    print(
+        f"charged epsilon {proposal.epsilon_charged:.3g}, delta {proposal.delta_charged:.2g} "
+        "to this table's ledger for the released category sets"
+    )
+    print(f"review these {len(proposal.review)} lines, then delete each REVIEW mark:")
+    for line in proposal.review:
+        print(f"  {line}")
+    config, policy = proposal.files["config.yaml"], proposal.files["policy.yaml"]
+    print(f"then: privgate check --config {config} --policy {policy}")
+    print(f"      privgate run --config {config} --policy {policy}")
+    return EXIT_OK
 
 
 def _check(args: argparse.Namespace) -> int:

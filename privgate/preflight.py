@@ -307,7 +307,7 @@ def _k_anonymity(
                 f"{useless} generalized to `*`: as features they carry nothing",
             )
         )
-    if len(hierarchies) > 1:
+    if len(hierarchies) > 1 and result.information_loss > 0:
         costs = {
             qi: search({q: h for q, h in hierarchies.items() if q != qi}).information_loss
             for qi in hierarchies

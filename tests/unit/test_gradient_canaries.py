@@ -285,3 +285,22 @@ def test_when_the_mechanism_is_ideal_then_the_limit_grows_as_the_noise_falls() -
     quiet = idealized_bound(noise_multiplier=0.25, delta=DELTA, confidence=0.95, seed=0, **kwargs)
 
     assert 0.0 <= noisy.epsilon < quiet.epsilon
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_when_the_canaries_fill_the_network_then_each_has_a_weight_of_its_own(seed: int) -> None:
+    # A small table's network (15 inputs, 64 hidden: 1,024 weights) audited with m = its
+    # capacity. A random split per layer once put 70 canaries on the 64 output weights:
+    # shared weights, an excluded canary scoring its neighbour's signal, a control
+    # proving 1.77 of a claimed 3.
+    network = build_network(model="mlp", input_width=15, hidden_units=64)
+    count = weight_capacity(network)
+
+    canaries = GradientCanaries(network, count, max_grad_norm=1.0, seed=seed)
+
+    cells = {
+        (layer, int(row), int(col))
+        for layer, (_, rows, cols) in enumerate(canaries._cells)
+        for row, col in zip(rows, cols, strict=True)
+    }
+    assert len(cells) == count
