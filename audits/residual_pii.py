@@ -110,15 +110,20 @@ _CONFUSABLES = str.maketrans(
 )
 
 
+# Control characters other than whitespace: `Jo\x00hn` reads as `john`.
+_CONTROLS = re.compile(r"[\x00-\x08\x0e-\x1f\x7f-\x84\x86-\x9f]")
+
+
 def fold(text: str) -> str:
     """Return `text` in NFKC, without format characters (Cf), casefolded, spaces collapsed.
 
     Category Cf holds every zero-width and invisible character (U+200B..U+200F, U+2060..
-    U+2064, U+FEFF, the soft hyphen ...), not a list of the ones someone thought of.
+    U+2064, U+FEFF, the soft hyphen ...), not a list of the ones someone thought of;
+    control characters that are not whitespace (NUL, backspace, escape ...) go too.
     Accents and combining marks are dropped (NFKD), and Cyrillic and Greek look-alikes
     of Latin letters are read as the Latin ones.
     """
-    normalized = unicodedata.normalize("NFKC", text)
+    normalized = _CONTROLS.sub("", unicodedata.normalize("NFKC", text))
     if not normalized.isascii():
         # Accents and other combining marks go too (`María` reads `maria`, an underline
         # combined into every letter reads as none).
@@ -327,7 +332,7 @@ def fold_all(values: pd.Series) -> pd.Series:
     if wide.any():
         text = text.copy()
         text[wide] = text[wide].map(fold)
-    arrow = text.astype("string[pyarrow]")
+    arrow = text.astype("string[pyarrow]").str.replace(_CONTROLS.pattern, "", regex=True)
     return arrow.str.replace(r"\s+", " ", regex=True).str.strip().str.lower()
 
 

@@ -62,6 +62,15 @@ def _add_pipeline_options(parser: argparse.ArgumentParser, *, set_help: str) -> 
     parser.add_argument(
         "--config", type=Path, help="pipeline config YAML (default: configs/demo.yaml)"
     )
+    _add_set_option(parser, set_help=set_help)
+    parser.add_argument(
+        "--policy",
+        type=Path,
+        help="privacy policy YAML (default: $PRIVGATE_POLICY, else configs/policy.yaml)",
+    )
+
+
+def _add_set_option(parser: argparse.ArgumentParser, *, set_help: str) -> None:
     parser.add_argument(
         "--set",
         dest="overrides",
@@ -69,11 +78,6 @@ def _add_pipeline_options(parser: argparse.ArgumentParser, *, set_help: str) -> 
         default=[],
         metavar="dotted.key=value",
         help=f"override a config value, {set_help} (repeatable)",
-    )
-    parser.add_argument(
-        "--policy",
-        type=Path,
-        help="privacy policy YAML (default: $PRIVGATE_POLICY, else configs/policy.yaml)",
     )
 
 
@@ -171,6 +175,7 @@ def _build_parser() -> argparse.ArgumentParser:
     scan.add_argument(
         "--config", type=Path, help="pipeline config YAML for the PII settings (default: demo)"
     )
+    _add_set_option(scan, set_help="e.g. data.limits.max_cell_chars=2000000")
     scan.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
     anonymize = commands.add_parser(
@@ -189,6 +194,7 @@ def _build_parser() -> argparse.ArgumentParser:
         type=Path,
         help="privacy policy YAML (default: $PRIVGATE_POLICY, else configs/policy.yaml)",
     )
+    _add_set_option(anonymize, set_help="e.g. pii.processes=1")
     anonymize.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
     audit = commands.add_parser(
@@ -498,12 +504,16 @@ def _scan(args: argparse.Namespace) -> int:
     from privgate.config import load_config
     from privgate.data.ingest import read_table
 
-    config = load_config(args.config)
+    config = load_config(args.config, args.overrides)
     frame = read_table(
-        args.file, string_columns=config.data.string_columns, require_string_columns=False
+        args.file,
+        string_columns=config.data.string_columns,
+        require_string_columns=False,
+        limits=config.data.limits.limits(),
+        encoding=config.data.encoding,
     )
     with _stdout_to_stderr():
-        report = stages.scan_frame(frame, config)
+        report = stages.scan_frame(frame, config, where=str(args.file))
     if args.json:
         print(json.dumps(report.to_dict(), sort_keys=True))
         return EXIT_OK
@@ -517,27 +527,28 @@ def _scan(args: argparse.Namespace) -> int:
 def _anonymize(args: argparse.Namespace) -> int:
     from privgate import stages
     from privgate.config import load_config, load_policy
-    from privgate.data.ingest import read_table
+    from privgate.data.ingest import read_table, write_table
     from privgate.errors import DataError
 
     if args.output.suffix.lower() not in (".csv", ".parquet"):
         raise DataError(f"{args.output}: write .csv or .parquet")
     if args.output.exists():  # never overwrite: the raw input may be the only copy
         raise DataError(f"{args.output} already exists; choose a new output path")
-    config, policy = load_config(args.config), load_policy(args.policy)
+    config, policy = load_config(args.config, args.overrides), load_policy(args.policy)
     frame = read_table(
-        args.input, string_columns=config.data.string_columns, require_string_columns=False
+        args.input,
+        string_columns=config.data.string_columns,
+        require_string_columns=False,
+        limits=config.data.limits.limits(),
+        encoding=config.data.encoding,
     )
     with _stdout_to_stderr():
         started = time.perf_counter()
-        anonymized = stages.anonymize_frame(frame, stages.scan_frame(frame, config), config)
+        scan = stages.scan_frame(frame, config, where=str(args.input))
+        anonymized = stages.anonymize_frame(frame, scan, config)
         verification = stages.verify(anonymized, config, policy)
         gates = stages.judge_data(verification, policy)
-        if gates.passed:
-            if args.output.suffix.lower() == ".parquet":
-                anonymized.frame.to_parquet(args.output, index=False)
-            else:
-                anonymized.frame.to_csv(args.output, index=False)
+        escaped = write_table(anonymized.frame, args.output) if gates.passed else 0
     summary = {
         **anonymized.report.to_dict(),
         "residual_findings": verification.residual_findings,
@@ -545,6 +556,7 @@ def _anonymize(args: argparse.Namespace) -> int:
         "k_measured": verification.k_measured,
         "gates": gates.to_dict()["gates"],
         "written": gates.passed,
+        "formula_cells_escaped": escaped,
         "seconds": round(time.perf_counter() - started, 3),
     }
     if args.json:
@@ -552,6 +564,8 @@ def _anonymize(args: argparse.Namespace) -> int:
     else:
         kanon = anonymized.report.kanon
         verdict = f"wrote {args.output}" if gates.passed else "NOT written"
+        if escaped:
+            verdict += f" ({escaped} formula-like cells escaped with a leading ')"
         print(
             f"{args.input}: {summary['rows_in']} rows in, {summary['rows_out']} out; k "
             f"{verification.k_measured} (target {kanon.k_target}), {kanon.suppressed_rows} "

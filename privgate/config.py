@@ -22,6 +22,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from privgate.data.ingest import InputLimits
 from privgate.errors import ConfigError
 from privgate.home import resolve_path
 
@@ -34,6 +35,36 @@ class _Model(BaseModel):
 
 
 # --------------------------------------------------------------------------- data
+
+
+class InputLimitsConfig(_Model):
+    """What an input table may hold; a table beyond a limit is refused before analysis.
+
+    Reviewed defaults: generous for real tables (the 1M-row benchmark table is 0.2 GB; a
+    long discharge summary is about 30,000 characters), small enough that no file dropped
+    into a landing zone can stall a scheduled run.
+    """
+
+    max_file_bytes: int = Field(
+        default=2 * 1024**3,
+        ge=1,
+        description="Bytes in a table file (a .csv.gz also once decompressed).",
+    )
+    max_rows: int = Field(default=20_000_000, ge=1, description="Data rows in a table.")
+    max_columns: int = Field(default=1_000, ge=1, description="Columns in a table.")
+    max_cell_chars: int = Field(
+        default=100_000,
+        ge=1,
+        description="Characters in one text cell. Longer free text is still analyzed "
+        "whole, in bounded windows: slower, never unbounded.",
+    )
+    max_column_name_chars: int = Field(
+        default=128, ge=1, description="Characters in one column name."
+    )
+
+    def limits(self) -> InputLimits:
+        """Return these limits as the reader takes them."""
+        return InputLimits(**self.model_dump(), key="data.limits")
 
 
 class DataConfig(_Model):
@@ -64,6 +95,12 @@ class DataConfig(_Model):
         default_factory=list,
         description="Columns read as text even when they look numeric (ZIP codes, phones).",
     )
+    person_key: list[str] = Field(
+        default_factory=list,
+        description="Columns that together identify a person (an SSN, a member ID): rows "
+        "per person are counted against the policy's max_rows_per_person before training. "
+        "Empty: not counted (DP then protects rows, not people).",
+    )
     sample_rows: int | None = Field(
         default=None,
         ge=100,
@@ -72,6 +109,15 @@ class DataConfig(_Model):
     expectation_suite: str = Field(
         default="expectations/adult_raw.json",
         description="Great Expectations suite (JSON) the raw table must pass before training.",
+    )
+    encoding: str = Field(
+        default="utf-8",
+        min_length=1,
+        description="Text encoding of CSV tables (`utf-8`, `latin-1`, `utf-16`, ...).",
+    )
+    limits: InputLimitsConfig = Field(
+        default_factory=InputLimitsConfig,
+        description="Size limits checked before a table is parsed or analyzed.",
     )
 
     @model_validator(mode="after")
@@ -527,6 +573,10 @@ class PipelineConfig(_Model):
         for section, key in _HASHED_WHEN_SET:
             if payload[section].get(key) is None:
                 payload[section].pop(key, None)
+        # The limits refuse tables; they never change what a table that passes trains.
+        payload["data"].pop("limits", None)
+        if payload["data"].get("encoding") == "utf-8":
+            payload["data"].pop("encoding")
         return _sha256_json(payload)
 
 
@@ -588,6 +638,13 @@ class PrivacyPolicy(_Model):
         le=1.0,
         description="The non-private baseline's held-out accuracy may exceed the model's "
         "by at most this much (needs allow_non_private). Empty: not required.",
+    )
+    max_rows_per_person: int = Field(
+        default=1,
+        ge=1,
+        description="Rows one person (one data.person_key value) may have in the training "
+        "table. DP-SGD protects rows: a person with r rows is protected at about r x "
+        "epsilon (group privacy), so more than this blocks the run before training.",
     )
     allow_non_private: bool = Field(
         default=False,

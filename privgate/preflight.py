@@ -111,6 +111,7 @@ def preflight(
     if not any(f.level == "error" for f in findings):
         domains_ok = _suite(tables, config, findings)
         findings += _labels(tables, config, policy)
+        findings += _rows_per_person(tables, config, policy)
         result = _k_anonymity(tables, config, policy, findings)
         findings += _sizes(tables, config)
         if domains_ok and result is not None:
@@ -132,6 +133,7 @@ def _columns(tables: stages.Tables, config: PipelineConfig, policy: PrivacyPolic
         "anonymization.quasi_identifiers": list(anonymization.quasi_identifiers),
         "anonymization.columns": list(anonymization.columns),
         "data.string_columns": list(config.data.string_columns),
+        "data.person_key": list(config.data.person_key),
     }
     if anonymization.l_diversity and anonymization.l_diversity.sensitive:
         named["anonymization.l_diversity.sensitive"] = [anonymization.l_diversity.sensitive]
@@ -175,6 +177,63 @@ def _columns(tables: stages.Tables, config: PipelineConfig, policy: PrivacyPolic
             )
         )
     return findings
+
+
+def _rows_per_person(
+    tables: stages.Tables, config: PipelineConfig, policy: PrivacyPolicy
+) -> list[Finding]:
+    """No person has more training rows than the policy allows (DP protects rows).
+
+    Counted on the raw training table, by the `data.person_key` columns together; rows
+    missing a key part are not counted (they name nobody the key can tell apart).
+    """
+    key = list(config.data.person_key)
+    if not key:
+        identifiers = sorted(
+            c
+            for c, action in config.anonymization.columns.items()
+            if action in ("pseudonymize", "mask")
+        )
+        if not identifiers:
+            return []
+        return [
+            Finding(
+                "warning",
+                "rows_per_person",
+                f"the table has identifier columns {identifiers} but data.person_key is not "
+                "set: rows per person are not counted, and DP protects rows, not people "
+                "(a person with r rows is protected at about r x epsilon)",
+            )
+        ]
+    counts = tables.train[key].dropna().value_counts(sort=False)
+    most = int(counts.max()) if len(counts) else 0
+    allowed = policy.max_rows_per_person
+    if most <= allowed:
+        return [
+            Finding(
+                "note",
+                "rows_per_person",
+                f"at most {most} training row(s) per person (data.person_key {key}; the "
+                f"policy allows {allowed})",
+            )
+        ]
+    over = int((counts > allowed).sum())
+    claimed = config.training.dp.target_epsilon if config.training.dp.enabled else None
+    group = (
+        f" (epsilon {claimed:g} per row protects them at about {most * claimed:g})"
+        if (claimed is not None)
+        else ""
+    )
+    return [
+        Finding(
+            "error",
+            "rows_per_person",
+            f"{over} person(s) have more than the policy's max_rows_per_person={allowed} "
+            f"training rows (data.person_key {key}), up to {most}{group}: DP-SGD protects "
+            "rows, not people. Keep one row per person (or the allowed number), or have the "
+            "policy's bound reviewed",
+        )
+    ]
 
 
 def _suite(tables: stages.Tables, config: PipelineConfig, findings: list[Finding]) -> bool:

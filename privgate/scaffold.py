@@ -194,6 +194,11 @@ class _Plan:
     features: list[str] = field(default_factory=list)
     left_out: dict[str, str] = field(default_factory=dict)  # column: why not a feature
     string_columns: list[str] = field(default_factory=list)
+    person_key: list[str] = field(default_factory=list)  # a column naming one person
+
+
+# Entities whose value names one person: the first such column is proposed as the key.
+_PERSON_KEY_ENTITIES = ("US_SSN", "UNIQUE_ID")
 
 
 def _plan(frame: pd.DataFrame, scan: dict[str, ColumnFinding], *, target: str) -> _Plan:
@@ -212,6 +217,8 @@ def _plan(frame: pd.DataFrame, scan: dict[str, ColumnFinding], *, target: str) -
         if finding.kind == "direct_identifier":
             entity = finding.dominant_entity or ""
             plan.actions[name] = (pii.actions.get(entity, "drop"), f"the scan found {entity}")
+            if entity in _PERSON_KEY_ENTITIES and not plan.person_key:
+                plan.person_key.append(name)
             continue
         if finding.kind == "free_text":
             plan.actions[name] = ("redact", "free text: identifiers become <ENTITY>")
@@ -435,6 +442,11 @@ def _config_text(
     ]
     if plan.string_columns:
         lines.append(f"  string_columns: {_y(plan.string_columns)}   # digit codes kept as text")
+    if plan.person_key:
+        lines.append(
+            f"  person_key: {_y(plan.person_key)}   "
+            f"# {REVIEW_MARK}: one value per person? rows per person are counted"
+        )
     lines += [
         f"  expectation_suite: {_y(str(suite.resolve()))}",
         "",
@@ -529,6 +541,8 @@ def _policy_text(stem: str, plan: _Plan) -> str:
             "max_accuracy_cost: 0.05",
             "# The cost needs the non-private baseline (never registered, recorded in the ledger).",
             f"allow_non_private: true   # {REVIEW_MARK}: may a model skip the noise?",
+            "# DP protects rows: a person with r rows gets about r x epsilon (data.person_key).",
+            "max_rows_per_person: 1",
             "",
             "max_mia_auc: 0.60",
             "max_mia_tpr_at_1pct_fpr: 0.05",

@@ -46,7 +46,14 @@ from privgate.dp.training import (
 from privgate.errors import ConfigError, DataError, PolicyRefusedError, ValidationFailedError
 from privgate.home import PROJECT_ROOT, privgate_home, resolve_path
 from privgate.pii import anonymize as anon
-from privgate.pii.engine import PiiEngine, ScanReport, count_findings, get_engine, scan_table
+from privgate.pii.engine import (
+    PiiEngine,
+    ScanReport,
+    count_findings,
+    data_like_names,
+    get_engine,
+    scan_table,
+)
 from privgate.pii.kanon import measure_k, measure_l_diversity
 from privgate.registry.model_card import render_model_card
 from privgate.registry.versions import (
@@ -190,7 +197,12 @@ def ingest(config: PipelineConfig) -> Tables:
 
 def _read_input(path: Path, config: PipelineConfig, key: str) -> pd.DataFrame:
     try:
-        return read_table(path, string_columns=config.data.string_columns)
+        return read_table(
+            path,
+            string_columns=config.data.string_columns,
+            limits=config.data.limits.limits(),
+            encoding=config.data.encoding,
+        )
     except DataError:
         if not path.exists() and path.is_relative_to(privgate_home() / "demo"):
             raise DataError(
@@ -263,12 +275,29 @@ def scan(tables: Tables, config: PipelineConfig) -> ScanReport:
     return scan_frame(tables.train, config)
 
 
-def scan_frame(frame: pd.DataFrame, config: PipelineConfig) -> ScanReport:
-    """Scan any table with the pipeline's engine and settings (`privgate scan FILE`)."""
+def scan_frame(
+    frame: pd.DataFrame, config: PipelineConfig, *, where: str = "the training table"
+) -> ScanReport:
+    """Scan any table with the pipeline's engine and settings (`privgate scan FILE`).
+
+    Raises:
+        DataError: when the column names read as a record (the header row is missing):
+            a report of the table would print them.
+    """
     pii = config.pii
+    engine = engine_for(config)
+    data_like = data_like_names(
+        list(frame.columns), engine=engine, entities=pii.direct_identifier_entities
+    )
+    if data_like:
+        raise DataError(
+            f"{where}: column names at positions {data_like} read as values (numbers, dates or "
+            "identifiers), not names: is the header row missing? A table's first row "
+            "must name its columns"
+        )
     return scan_table(
         frame,
-        engine=engine_for(config),
+        engine=engine,
         entities=pii.entities,
         direct_entities=pii.direct_identifier_entities,
         quasi_identifiers=list(config.anonymization.quasi_identifiers),

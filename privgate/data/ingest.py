@@ -4,15 +4,24 @@ The raw table holds personal data, so nothing read here may surface in an error:
 and pyarrow quote offending rows and bytes in their messages, and those messages reach
 logs and Prefect state. Every failure is re-raised as a `DataError` that names the file,
 the kind of problem and, where the parser reports one, the line number.
+
+A landing zone anyone can drop files into must not stall a scheduled run either, so
+every table is held to `InputLimits` (file bytes, decompressed bytes, rows, columns,
+cell length, column-name length) before it is parsed or analyzed: the bytes from the
+file's size, the columns from its header row, the rows by parsing at most one more than
+allowed, the cells' lengths before any stage reads them.
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import re
+import unicodedata
 import zlib
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -27,10 +36,49 @@ ACCEPTED_SUFFIXES: tuple[str, ...] = tuple(sorted(_SUFFIXES))
 # pandas phrases positions as "... in line 7, saw 16" or "... starting at row 5"; only the
 # number is kept, never the text around it.
 _POSITION = re.compile(r"\b(line|row) (\d+)\b")
+_GZIP_CHUNK = 1 << 20
+# Cells a spreadsheet would run as a formula, and the plain numbers among them.
+_FORMULA_START = r"[=+\-@\t\r]"
+_PLAIN_NUMBER = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?"
+# Column names shown in messages: a header row is the table's own text.
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_ .\-]{0,63}")
+# Unicode categories a column name may not hold: controls, formats (bidi overrides,
+# zero-width), line and paragraph separators, unassigned and private-use code points.
+_CONTROL = frozenset({"Cc", "Cf", "Zl", "Zp", "Cn", "Co", "Cs"})
+
+
+@dataclass(frozen=True)
+class InputLimits:
+    """What an input table may hold; beyond it, the table is refused before analysis.
+
+    The defaults are the config's (`data.limits`): generous for real tables (the 1M-row
+    benchmark table is 0.2 GB; a long discharge summary is about 30,000 characters),
+    small enough that nothing a file holds makes a run take hours.
+
+    Attributes:
+        max_file_bytes: File size, and for `.csv.gz` its decompressed size too.
+        max_rows: Data rows.
+        max_columns: Columns.
+        max_cell_chars: Characters in one text cell.
+        max_column_name_chars: Characters in one column name.
+        key: Config key named in the messages.
+    """
+
+    max_file_bytes: int = 2 * 1024**3
+    max_rows: int = 20_000_000
+    max_columns: int = 1_000
+    max_cell_chars: int = 100_000
+    max_column_name_chars: int = 128
+    key: str = "data.limits"
 
 
 def read_table(
-    path: Path, *, string_columns: Sequence[str] = (), require_string_columns: bool = True
+    path: Path,
+    *,
+    string_columns: Sequence[str] = (),
+    require_string_columns: bool = True,
+    limits: InputLimits | None = None,
+    encoding: str = "utf-8",
 ) -> pd.DataFrame:
     """Read a raw table from CSV, gzipped CSV or Parquet, chosen by the file suffix.
 
@@ -45,22 +93,35 @@ def read_table(
         string_columns: Columns to read as text even when they look numeric.
         require_string_columns: Whether a `string_columns` column missing from the table
             is an error (the pipeline's tables) or is skipped (`privgate scan` of any file).
+        limits: What the table may hold (`InputLimits()` when None).
+        encoding: The CSV files' text encoding (`data.encoding`).
 
     Returns:
         The table, with at least one row and unique column names.
 
     Raises:
         DataError: When the file is missing, a directory, empty, header-only, malformed,
-            has duplicate column names or lacks a `string_columns` column. The message
-            names the file and never quotes its content.
+            over a limit, has duplicate or unprintable column names or lacks a
+            `string_columns` column. The message names the file, the column by position
+            and the limit, and never quotes the file's content.
     """
     path = Path(path)
+    limits = limits or InputLimits()
     fmt = _format_of(path)
     _check_is_readable_file(path)
+    _check_bytes(path, path.stat().st_size, limits)
     if fmt == "parquet":
-        frame = _read_parquet(path)
+        frame = _read_parquet(path, limits)
     else:
-        frame = _read_csv(path, compressed=fmt == "csv.gz", string_columns=string_columns)
+        if fmt == "csv.gz":
+            _check_decompressed_bytes(path, limits)
+        frame = _read_csv(
+            path,
+            compressed=fmt == "csv.gz",
+            string_columns=string_columns,
+            limits=limits,
+            encoding=encoding,
+        )
 
     _reject_duplicate_names(path, [str(c) for c in frame.columns])
     missing = [c for c in string_columns if c not in frame.columns]
@@ -74,7 +135,91 @@ def read_table(
         for column in string_columns:
             if column in frame.columns:
                 frame[column] = frame[column].astype("str")
+    check_cells(frame, limits, where=str(path))
     return frame
+
+
+def check_cells(frame: pd.DataFrame, limits: InputLimits, *, where: str) -> None:
+    """Refuse a table whose text cells exceed `limits.max_cell_chars`.
+
+    Raises:
+        DataError: naming `where`, the column (by position, and by name only when it is
+            one a reader can print), the longest cell's row and length, and the limit.
+    """
+    for position, column in enumerate(frame.columns, start=1):
+        values = frame[column]
+        if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+            continue
+        lengths = values.astype("str").str.len() if values.dtype == object else values.str.len()
+        longest = lengths.max(skipna=True)
+        if pd.notna(longest) and int(longest) > limits.max_cell_chars:
+            row = int(lengths.to_numpy(dtype=float, na_value=0).argmax()) + 1
+            raise DataError(
+                f"{where}: {column_label(column, position)} has a cell of {int(longest):,} "
+                f"characters in data row {row}, over {limits.key}.max_cell_chars="
+                f"{limits.max_cell_chars:,}; raise the limit in the config if such cells are "
+                "expected (long texts are analyzed in bounded windows)"
+            )
+
+
+def column_label(name: object, position: int) -> str:
+    """Return how a message names a column: its position, and its name when printable.
+
+    A column name is the table's own text: in a file without a header row it is a
+    person's data. Names made only of letters, digits, spaces and `_.-` (64 characters
+    at most) are shown; any other name is named by its position alone.
+    """
+    text = str(name)
+    if _PLAIN_NAME.fullmatch(text):
+        return f"column {position} ({text!r})"
+    return f"column {position}"
+
+
+def write_table(frame: pd.DataFrame, path: Path) -> int:
+    """Write `frame` as CSV or Parquet (by suffix); return how many cells were escaped.
+
+    A spreadsheet runs a CSV cell that starts with `=`, `+`, `-`, `@`, a tab or a carriage
+    return as a formula (CSV injection: `=HYPERLINK(...)` in a free-text note). Such text
+    cells and column names get a leading `'` in CSV, as OWASP advises, which spreadsheets
+    show and do not run; a cell that is a plain number (`-12.5`) is left alone. Parquet
+    stores types, not formulas, and is written as it is.
+
+    Raises:
+        DataError: for another suffix.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        frame.to_parquet(path, index=False)
+        return 0
+    if suffix != ".csv":
+        raise DataError(f"{path}: write .csv or .parquet")
+    safe, escaped = escape_formulas(frame)
+    safe.to_csv(path, index=False)
+    return escaped
+
+
+def escape_formulas(frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """Return a copy of `frame` whose formula-like text cells and names start with `'`."""
+    out = frame.copy()
+    escaped = 0
+    for column in out.columns:
+        values = out[column]
+        if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+            continue
+        text = values.astype("str")
+        risky = (
+            values.notna() & text.str.match(_FORMULA_START) & ~text.str.fullmatch(_PLAIN_NUMBER)
+        ).to_numpy(dtype=bool)
+        if risky.any():
+            out[column] = values.astype(object).where(~risky, "'" + text)
+            escaped += int(risky.sum())
+    names = [str(c) for c in out.columns]
+    risky_names = [
+        bool(re.match(_FORMULA_START, n)) and not re.fullmatch(_PLAIN_NUMBER, n) for n in names
+    ]
+    out.columns = ["'" + n if r else n for n, r in zip(names, risky_names, strict=True)]
+    return out, escaped + sum(risky_names)
 
 
 def sha256_file(path: Path) -> str:
@@ -112,26 +257,49 @@ def _check_is_readable_file(path: Path, *, allow_empty: bool = False) -> None:
         raise DataError(f"{path} is empty (0 bytes)")
 
 
-def _read_csv(path: Path, *, compressed: bool, string_columns: Sequence[str]) -> pd.DataFrame:
+def _read_csv(
+    path: Path,
+    *,
+    compressed: bool,
+    string_columns: Sequence[str],
+    limits: InputLimits,
+    encoding: str,
+) -> pd.DataFrame:
     compression = "gzip" if compressed else None
+    encoding = _sniff_utf16(path, compressed, encoding)
     try:
         # pandas renames a repeated header to `name.1`, which would hide the duplicate;
         # the raw header row is read on its own first to catch it.
-        header = pd.read_csv(path, header=None, nrows=1, dtype=str, compression=compression)
-        _reject_duplicate_names(
-            path,
-            header.iloc[0].tolist() if len(header) else [],
-            hint=" (is the header row missing?)",
+        header = pd.read_csv(
+            path, header=None, nrows=1, dtype=str, compression=compression, encoding=encoding
         )
-        return pd.read_csv(path, dtype=dict.fromkeys(string_columns, str), compression=compression)
+        names = header.iloc[0].tolist() if len(header) else []
+        _check_names(path, names, limits)
+        _reject_duplicate_names(path, names, hint=" (is the header row missing?)")
+        frame = pd.read_csv(
+            path,
+            dtype=dict.fromkeys(string_columns, str),
+            compression=compression,
+            encoding=encoding,
+            encoding_errors="strict",
+            nrows=limits.max_rows + 1,
+        )
+        _check_rows(path, len(frame), limits)
+        return frame
     except DataError:
         raise
+    except LookupError:
+        raise DataError(f"{path}: unknown text encoding {encoding!r} (data.encoding)") from None
     except pd.errors.EmptyDataError:
         raise DataError(f"{path} has no header row (empty after decompression)") from None
     except pd.errors.ParserError as exc:
         raise DataError(f"{path} is malformed CSV{_position(exc)}") from None
-    except UnicodeDecodeError:
-        raise DataError(f"{path} is not UTF-8 text (binary or wrongly encoded file)") from None
+    except UnicodeError:
+        shown = "UTF-8" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding
+        raise DataError(
+            f"{path} is not {shown} text (binary, or another encoding: set data.encoding, "
+            "e.g. latin-1 or utf-16)"
+        ) from None
     except (EOFError, zlib.error):
         raise DataError(f"{path} is a truncated or corrupt gzip file") from None
     except PermissionError:
@@ -147,13 +315,17 @@ def _read_csv(path: Path, *, compressed: bool, string_columns: Sequence[str]) ->
         raise DataError(f"{path} could not be read as CSV ({type(exc).__name__})") from None
 
 
-def _read_parquet(path: Path) -> pd.DataFrame:
+def _read_parquet(path: Path, limits: InputLimits) -> pd.DataFrame:
     import pyarrow.parquet as pq
 
     try:
-        # Checked on the footer schema: pandas' reader fails on duplicates with a message
-        # that does not say which file or column.
-        _reject_duplicate_names(path, pq.ParquetFile(path).schema_arrow.names)
+        # Checked on the footer: pandas' reader fails on duplicates with a message that
+        # does not say which file or column, and the footer knows the size up front.
+        footer = pq.ParquetFile(path)
+        names = footer.schema_arrow.names
+        _check_names(path, names, limits)
+        _reject_duplicate_names(path, names)
+        _check_rows(path, footer.metadata.num_rows, limits)
         return pd.read_parquet(path)
     except DataError:
         raise
@@ -163,6 +335,78 @@ def _read_parquet(path: Path) -> pd.DataFrame:
         raise
     except Exception as exc:
         raise DataError(f"{path} is not a readable Parquet file ({type(exc).__name__})") from None
+
+
+def _sniff_utf16(path: Path, compressed: bool, encoding: str) -> str:
+    """Return `utf-16` for a file that opens with a UTF-16 byte order mark, else `encoding`.
+
+    Spreadsheet programs save "Unicode text" as UTF-16 with a mark, which says so
+    unambiguously; a UTF-8 mark is read through by the UTF-8 codec itself.
+    """
+    if encoding.lower().replace("_", "-") not in ("utf-8", "utf8"):
+        return encoding
+    try:
+        with gzip.open(path, "rb") if compressed else path.open("rb") as handle:
+            start = handle.read(2)
+    except (OSError, EOFError, zlib.error):
+        return encoding  # the reader reports it
+    return "utf-16" if start in (b"\xff\xfe", b"\xfe\xff") else encoding
+
+
+def _check_bytes(path: Path, size: int, limits: InputLimits, *, what: str = "") -> None:
+    if size > limits.max_file_bytes:
+        raise DataError(
+            f"{path}{what} is over {limits.key}.max_file_bytes={limits.max_file_bytes:,} bytes"
+            f"{'' if what else f' ({size:,} bytes)'}; raise the limit in the config if such "
+            "files are expected"
+        )
+
+
+def _check_decompressed_bytes(path: Path, limits: InputLimits) -> None:
+    """Refuse a gzip file that inflates past the byte limit, reading at most that much."""
+    total = 0
+    try:
+        with gzip.open(path, "rb") as stream:
+            while chunk := stream.read(_GZIP_CHUNK):
+                total += len(chunk)
+                if total > limits.max_file_bytes:
+                    _check_bytes(path, total, limits, what=" once decompressed")
+    except DataError:
+        raise
+    except (EOFError, zlib.error):
+        raise DataError(f"{path} is a truncated or corrupt gzip file") from None
+    except OSError:
+        raise DataError(f"{path} is not a valid gzip file") from None
+
+
+def _check_rows(path: Path, rows: int, limits: InputLimits) -> None:
+    if rows > limits.max_rows:
+        raise DataError(
+            f"{path} has more than {limits.key}.max_rows={limits.max_rows:,} data rows; "
+            "raise the limit in the config, or use data.sample_rows for a quick run"
+        )
+
+
+def _check_names(path: Path, names: Sequence[object], limits: InputLimits) -> None:
+    """Refuse too many columns, and column names too long or holding control characters."""
+    if len(names) > limits.max_columns:
+        raise DataError(
+            f"{path} has {len(names):,} columns, over {limits.key}.max_columns="
+            f"{limits.max_columns:,}"
+        )
+    for position, name in enumerate(names, start=1):
+        if not isinstance(name, str):
+            continue
+        if len(name) > limits.max_column_name_chars:
+            raise DataError(
+                f"{path}: column {position}'s name has {len(name):,} characters, over "
+                f"{limits.key}.max_column_name_chars={limits.max_column_name_chars}"
+            )
+        if any(unicodedata.category(ch) in _CONTROL for ch in name):
+            raise DataError(
+                f"{path}: column {position}'s name holds a control or formatting character "
+                "(a line break, NUL, tab or bidirectional override); rename the column"
+            )
 
 
 def _reject_duplicate_names(path: Path, names: Sequence[object], *, hint: str = "") -> None:

@@ -17,6 +17,7 @@ Results hold entity types, fractions and offsets, never the matched text.
 
 from __future__ import annotations
 
+import bisect
 import functools
 import logging
 import multiprocessing
@@ -55,6 +56,7 @@ _MIN_PHONE_DIGITS = 7
 _PLACEHOLDER = re.compile(r"<[A-Z][A-Z0-9_]*>")
 # Invisible characters that split a value without changing how it reads.
 ZERO_WIDTH = frozenset("\u200b\u200c\u200d\u2060\ufeff\u00ad")
+_CONTROL_CHARS = re.compile(r"[\x00-\x08\x0e-\x1f\x7f-\x84\x86-\x9f]")
 # Entities Presidio takes from spaCy's NER rather than from patterns...
 NER_ENTITIES = frozenset({"PERSON", "LOCATION", "DATE_TIME", "NRP", "ORGANIZATION"})
 _NER_BATCH = 512
@@ -70,8 +72,17 @@ _QUASI_WORDS = frozenset(
 # Below this many distinct texts, starting worker processes costs more than it saves.
 _PARALLEL_MIN_TEXTS = 2_000
 _PARALLEL_CHUNK = 500
+_PARALLEL_MIN_CHARS = 1_000_000  # ... or this many characters (a long note's segments)
+_PARALLEL_CHUNK_CHARS = 250_000
 _PHONE_RUNS_KEPT = 200_000  # digit runs remembered between analyses, at most
 _NER_REACH = 1  # words of context on each side of a capitalized word
+_NUMBER_OR_DATE = re.compile(r"[-+]?\d[\d,.]*(?:[eE][-+]?\d+)?|\d{1,4}[-/.]\d{1,2}[-/.]\d{1,4}")
+_PRESIDIO_MAX_FINDINGS = 1_000  # more in one text: `_replace_spans` replaces them
+_WORD_REACH = 100  # characters a "word" of context may span, at most
+# Texts longer than this are analyzed as segments sharing _SEGMENT_OVERLAP characters:
+# longer than any value a recognizer matches (an email is at most 254).
+_SEGMENT_CHARS = 20_000
+_SEGMENT_OVERLAP = 600
 _WHITESPACE_WORD = re.compile(r"\S+")
 _LETTERS = regex.compile(r"\p{L}+")
 # A capitalized word: a capital, then letters (one lowercase at least), no digit glued on.
@@ -306,8 +317,17 @@ class PiiEngine:
         if todo:
             # Presidio's score_threshold only filters its final results, so analyzing at 0
             # and filtering per call gives the same answers, and scan (0.5), redaction
-            # (0.3) and re-scan (0.4) share one analysis of each text.
-            for text, found in zip(todo, self._analyze_distinct(todo, wanted, ctx), strict=True):
+            # (0.3) and re-scan (0.4) share one analysis of each text. A long text is
+            # analyzed as overlapping segments, each like a text of its own.
+            plan = {text: segments(text) for text in todo}
+            pieces = list(dict.fromkeys(piece for parts in plan.values() for _, piece in parts))
+            found_in = dict(zip(pieces, self._analyze_distinct(pieces, wanted, ctx), strict=True))
+            for text, parts in plan.items():
+                found = (
+                    found_in[text]
+                    if len(parts) == 1
+                    else _join_segments((offset, found_in[piece]) for offset, piece in parts)
+                )
                 known[text] = self._cache[(text, wanted, ctx)] = found
         return [
             tuple((a, b, e) for a, b, e, score in known[t] if score >= threshold) for t in texts
@@ -348,14 +368,15 @@ class PiiEngine:
         runner): that process is already one of several, and a pool started inside a
         pool's worker kept the outer pool from shutting down.
         """
+        chars = sum(map(len, texts))
         if (
             self.processes < 2
-            or len(texts) < _PARALLEL_MIN_TEXTS
+            or (len(texts) < _PARALLEL_MIN_TEXTS and chars < _PARALLEL_MIN_CHARS)
             or multiprocessing.parent_process() is not None
         ):
             yield from self._analyze_new(texts, wanted, context)
             return
-        chunks = [texts[i : i + _PARALLEL_CHUNK] for i in range(0, len(texts), _PARALLEL_CHUNK)]
+        chunks = _chunks(texts, _PARALLEL_CHUNK, _PARALLEL_CHUNK_CHARS)
         # Held while the workers run: `close` (from another thread) waits for them.
         with self._pool_lock:
             pool = self._pool()
@@ -557,6 +578,19 @@ class PiiEngine:
 _WORKER_ENGINE: PiiEngine | None = None
 
 
+def _chunks(texts: list[str], most: int, chars: int) -> list[list[str]]:
+    """Split `texts` in order into chunks of at most `most` texts and about `chars` chars."""
+    chunks: list[list[str]] = [[]]
+    size = 0
+    for text in texts:
+        if chunks[-1] and (len(chunks[-1]) >= most or size + len(text) > chars):
+            chunks.append([])
+            size = 0
+        chunks[-1].append(text)
+        size += len(text)
+    return chunks
+
+
 def _start_worker(settings: dict[str, Any]) -> None:
     global _WORKER_ENGINE
     _WORKER_ENGINE = PiiEngine(**settings)
@@ -638,7 +672,7 @@ def name_windows(
     ranges: list[list[int]] = []
     for index, word in enumerate(found):
         start, end = word.span()
-        before = text[:start].rstrip(_OPENING)
+        before = _preceding(text, start)
         if (
             (not before or before[-1] in _SENTENCE_END)
             and word.group().lower() in english_words
@@ -653,22 +687,100 @@ def name_windows(
     return [(low, high) for low, high in ranges]
 
 
+def _preceding(text: str, start: int) -> str:
+    """Return the text before `start` with opening quotes, brackets and spaces stripped.
+
+    Only as much as the test needs (its last character), read backwards in bounded
+    steps: slicing everything before each word made a long text quadratic.
+    """
+    reach = 64
+    while True:
+        low = max(0, start - reach)
+        before = text[low:start].rstrip(_OPENING)
+        if before or low == 0:
+            return before
+        reach *= 4
+
+
 def _widen(text: str, start: int, end: int, words: int) -> tuple[int, int]:
-    """Return [start, end) grown to whole whitespace words plus `words` more each side."""
-    while start > 0 and not text[start - 1].isspace():
+    """Return [start, end) grown to whole whitespace words plus `words` more each side.
+
+    A "word" stops after `_WORD_REACH` characters: a text without whitespace is read in
+    bounded windows, not whole for each capital in it.
+    """
+    floor, ceiling = max(0, start - _WORD_REACH), min(len(text), end + _WORD_REACH)
+    while start > floor and not text[start - 1].isspace():
         start -= 1
-    while end < len(text) and not text[end].isspace():
+    while end < ceiling and not text[end].isspace():
         end += 1
     for _ in range(words):
-        while start > 0 and text[start - 1].isspace():
+        floor, ceiling = max(0, start - _WORD_REACH), min(len(text), end + _WORD_REACH)
+        while start > floor and text[start - 1].isspace():
             start -= 1
-        while start > 0 and not text[start - 1].isspace():
+        while start > floor and not text[start - 1].isspace():
             start -= 1
-        while end < len(text) and text[end].isspace():
+        while end < ceiling and text[end].isspace():
             end += 1
-        while end < len(text) and not text[end].isspace():
+        while end < ceiling and not text[end].isspace():
             end += 1
     return start, end
+
+
+def segments(
+    text: str, *, size: int | None = None, overlap: int | None = None
+) -> list[tuple[int, str]]:
+    """Cut a long text into overlapping segments, each analyzed like a text of its own.
+
+    Returns `(offset, segment)` pairs covering `text`; a text of at most `size`
+    characters is its own single segment. Neighbours share `overlap` characters, so a
+    value up to that long which one segment cuts lies whole in the next. Cuts fall on
+    whitespace where the text has some near the cut. Analysis time is then linear in
+    the text's length, and spaCy never reads more than a segment: a 10 MB note is slow,
+    never unbounded (`benchmarks/pii.py`, section E).
+    """
+    size = _SEGMENT_CHARS if size is None else size
+    overlap = _SEGMENT_OVERLAP if overlap is None else overlap
+    if len(text) <= size:
+        return [(0, text)]
+    parts: list[tuple[int, str]] = []
+    start = 0
+    while True:
+        end = start + size
+        if end >= len(text):
+            parts.append((start, text[start:]))
+            return parts
+        space = _last_space(text, end - overlap // 2, end)
+        end = space if space > start + overlap else end
+        parts.append((start, text[start:end]))
+        start = end - overlap
+        space = _first_space(text, start, start + overlap // 2)
+        start = space if space >= 0 else start
+
+
+def _last_space(text: str, low: int, high: int) -> int:
+    for index in range(high - 1, low - 1, -1):
+        if text[index].isspace():
+            return index
+    return -1
+
+
+def _first_space(text: str, low: int, high: int) -> int:
+    for index in range(low, min(high, len(text))):
+        if text[index].isspace():
+            return index + 1
+    return -1
+
+
+def _join_segments(
+    parts: Iterable[tuple[int, tuple[tuple[int, int, str, float], ...]]],
+) -> tuple[tuple[int, int, str, float], ...]:
+    """Return the segments' findings on the whole text, once each (overlaps found twice)."""
+    best: dict[tuple[int, int, str], float] = {}
+    for offset, found in parts:
+        for start, end, entity, score in found:
+            key = (offset + start, offset + end, entity)
+            best[key] = max(score, best.get(key, 0.0))
+    return tuple((a, b, e, score) for (a, b, e), score in sorted(best.items()))
 
 
 @functools.lru_cache(maxsize=2)
@@ -695,19 +807,22 @@ def get_engine(
 
 
 def normalize_for_detection(text: str) -> tuple[str, list[int] | None]:
-    """Return `text` in NFKC with zero-width characters removed, and an offset map.
+    """Return `text` in NFKC with zero-width and control characters removed, and a map.
+
+    Control characters other than whitespace (NUL, backspace, escape ...) are invisible
+    where the text is read, so `Jo\x00hn` is read as `John`.
 
     The map gives, for each character of the normalized text, the index of the
     original character it came from (None when the text is unchanged: plain ASCII, the
-    common case, costs one `isascii` call). Normalization is per character, so every
+    common case, costs an `isascii` call and a search). Normalization is per character, so every
     normalized character has exactly one origin.
     """
-    if text.isascii():
+    if text.isascii() and not _CONTROL_CHARS.search(text):
         return text, None
     chars: list[str] = []
     origin: list[int] = []
     for index, char in enumerate(text):
-        if char in ZERO_WIDTH:
+        if char in ZERO_WIDTH or _CONTROL_CHARS.match(char):
             continue
         normalized = unicodedata.normalize("NFKC", char)
         chars.append(normalized)
@@ -730,20 +845,71 @@ def _drop_nested(results: list[Any]) -> list[Any]:
 
     The domain of `ana@example.org` is a URL to Presidio, the digits of an IBAN can
     be a phone: parts of a value, not values of their own, and they would make an email
-    column look like a URL column too.
+    column look like a URL column too. One sweep in order of start: only findings that
+    are still open can contain the next one (a long text's thousands of findings made
+    comparing every pair quadratic).
     """
-    return [
-        r
-        for r in results
-        if not any(
+    order = sorted(range(len(results)), key=lambda i: (results[i].start, -results[i].end))
+    nested: set[int] = set()
+    open_: list[Any] = []
+    for i in order:
+        r = results[i]
+        open_ = [o for o in open_ if o.end > r.start]
+        if any(
             o.entity_type != r.entity_type
             and o.score >= r.score
-            and o.start <= r.start
             and r.end <= o.end
             and o.end - o.start > r.end - r.start
-            for o in results
-        )
-    ]
+            for o in open_
+        ):
+            nested.add(i)
+        open_.append(r)
+    return [r for i, r in enumerate(results) if i not in nested]
+
+
+def _outside(found: Sequence[Span], placed: Sequence[tuple[int, int]]) -> tuple[Span, ...]:
+    """Return the spans of `found` that overlap none of the (sorted) `placed` ranges."""
+    if not placed:
+        return tuple(found)
+    ends = [b for _, b in placed]
+    kept = []
+    for span in found:
+        # The first placeholder ending after the span starts is the only one to test:
+        # placeholders do not overlap each other.
+        index = bisect.bisect_right(ends, span[0])
+        if index < len(placed) and placed[index][0] < span[1]:
+            continue
+        kept.append(span)
+    return tuple(kept)
+
+
+def _replace_spans(text: str, found: Sequence[Span]) -> str:
+    """Replace every span with `<ENTITY>`, overlapping spans as one, in one pass.
+
+    What Presidio's anonymizer does (overlaps resolved into one placeholder, the same
+    type separated only by whitespace merged), linear in the number of spans: used for
+    a text with more findings than `_PRESIDIO_MAX_FINDINGS` (a long note), where
+    Presidio's validation of each result took most of the time. The union of the spans
+    is removed either way; only which of two overlapping types names the placeholder
+    may differ (here the longest span's).
+    """
+    groups: list[list[Any]] = []  # [start, end, entity, longest length]
+    for start, end, entity in sorted(found):
+        if groups and start < groups[-1][1]:
+            group = groups[-1]
+            group[1] = max(group[1], end)
+            if end - start > group[3]:
+                group[2], group[3] = entity, end - start
+        elif groups and groups[-1][2] == entity and not text[groups[-1][1] : start].strip():
+            groups[-1][1] = max(groups[-1][1], end)
+        else:
+            groups.append([start, end, entity, end - start])
+    pieces, cursor = [], 0
+    for start, end, entity, _ in groups:
+        pieces += [text[cursor:start], f"<{entity}>"]
+        cursor = end
+    pieces.append(text[cursor:])
+    return "".join(pieces)
 
 
 def _plausible(matched: str, entity: str) -> bool:
@@ -774,6 +940,26 @@ def _entity_fractions(spans: Sequence[tuple[Span, ...]]) -> dict[str, float]:
         for entity in {s[2] for s in found}:
             counts[entity] = counts.get(entity, 0) + 1
     return {e: round(n / len(spans), 4) for e, n in sorted(counts.items())}
+
+
+def data_like_names(
+    names: Sequence[object], *, engine: PiiEngine, entities: Collection[str]
+) -> list[int]:
+    """Return the 1-based positions of column names that read as a record's values.
+
+    A file without its header row has its first record where the names belong, and
+    every report of the table would then print that record. A name counts as a value
+    when it is a number or a date, or holds one of `entities` that a pattern finds (an
+    email, an SSN, a phone-shaped number; names by NER are left out: `Mother's Maiden
+    Name` reads as a person). Scored at the redaction threshold's 0.3, without context.
+    """
+    texts = [str(name) for name in names]
+    looks = [bool(_NUMBER_OR_DATE.fullmatch(t.strip())) for t in texts]
+    patterns = sorted(frozenset(entities) & engine.supported_entities - NER_ENTITIES)
+    if patterns:
+        found = engine.analyze(texts, entities=patterns, score_threshold=0.3)
+        looks = [a or bool(b) for a, b in zip(looks, found, strict=True)]
+    return [i for i, flag in enumerate(looks, start=1) if flag]
 
 
 def scan_column(
@@ -968,12 +1154,15 @@ def redact_texts(
             # A placeholder from an earlier pass is not a new finding (spaCy may read
             # `PHONE_NUMBER` as a name at a low threshold).
             placed = [m.span() for m in _PLACEHOLDER.finditer(text)]
-            found = tuple(s for s in found if not any(s[0] < b and a < s[1] for a, b in placed))
+            found = _outside(found, placed)
             if not found:
                 continue
-            # Presidio's anonymizer resolves overlapping spans (keeps the higher score).
-            results = [Found(entity_type=e, start=a, end=b, score=1.0) for a, b, e in found]
-            final[original] = anonymizer.anonymize(text=text, analyzer_results=results).text
+            if len(found) > _PRESIDIO_MAX_FINDINGS:
+                final[original] = _replace_spans(text, found)
+            else:
+                # Presidio's anonymizer resolves overlapping spans (keeps the higher score).
+                results = [Found(entity_type=e, start=a, end=b, score=1.0) for a, b, e in found]
+                final[original] = anonymizer.anonymize(text=text, analyzer_results=results).text
             if below_threshold or engine.reads_names(final[original], entities):
                 changed.append(original)
         pending = changed

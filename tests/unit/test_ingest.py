@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from privgate.data.ingest import read_table, sha256_file
+from privgate.data.ingest import InputLimits, column_label, read_table, sha256_file, write_table
 from privgate.errors import DataError
 
 CANARY = "CANARY-ZZ-9931"
@@ -375,3 +375,152 @@ def test_when_a_hashed_file_is_missing_then_a_data_error_names_it(tmp_path: Path
 
     # then
     assert str(path) in str(caught.value)
+
+
+# --------------------------------------------------------------------------- limits
+
+
+def _limits(**kwargs: int) -> InputLimits:
+    return InputLimits(**kwargs)  # type: ignore[arg-type]
+
+
+def test_when_a_file_is_over_the_byte_limit_then_it_is_refused_before_parsing(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "big.csv"
+    path.write_text("a,b\n" + f"{CANARY},2\n" * 100)
+
+    exc = _raises_data_error(path, limits=_limits(max_file_bytes=100))
+
+    _assert_safe(exc, path)
+    assert "data.limits.max_file_bytes=100 bytes" in str(exc)
+
+
+def test_when_a_gzip_inflates_past_the_byte_limit_then_it_is_refused(tmp_path: Path) -> None:
+    # 10 MB of one repeated row compresses to about 10 kB: a small file, a large table.
+    path = tmp_path / "bomb.csv.gz"
+    path.write_bytes(gzip.compress(b"a,b\n" + f"{CANARY},1\n".encode() * 600_000))
+    assert path.stat().st_size < 100_000
+
+    exc = _raises_data_error(path, limits=_limits(max_file_bytes=1_000_000))
+
+    _assert_safe(exc, path)
+    assert "once decompressed is over data.limits.max_file_bytes=1,000,000" in str(exc)
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_when_a_table_has_too_many_rows_or_columns_then_the_limit_is_named(
+    tmp_path: Path, suffix: str
+) -> None:
+    frame = pd.DataFrame({f"c{i}": [CANARY] * 50 for i in range(12)})
+    path = tmp_path / f"t{suffix}"
+    if suffix == ".csv":
+        frame.to_csv(path, index=False)
+    else:
+        _write_parquet(path, frame)
+
+    rows = _raises_data_error(path, limits=_limits(max_rows=49))
+    columns = _raises_data_error(path, limits=_limits(max_columns=11))
+
+    _assert_safe(rows, path)
+    _assert_safe(columns, path)
+    assert "more than data.limits.max_rows=49 data rows" in str(rows)
+    assert "12 columns, over data.limits.max_columns=11" in str(columns)
+    assert len(read_table(path, limits=_limits(max_rows=50, max_columns=12))) == 50
+
+
+def test_when_a_cell_is_over_the_length_limit_then_column_row_and_limit_are_named(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "notes.csv"
+    pd.DataFrame({"id": [1, 2, 3], "notes": ["short", CANARY * 100, None]}).to_csv(
+        path, index=False
+    )
+
+    exc = _raises_data_error(path, limits=_limits(max_cell_chars=1000))
+
+    _assert_safe(exc, path)
+    assert "column 2 ('notes') has a cell of 1,400 characters in data row 2" in str(exc)
+    assert "data.limits.max_cell_chars=1,000" in str(exc)
+
+
+def test_when_a_long_cell_sits_in_a_column_named_like_data_then_only_its_position_shows(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "headerless.csv"
+    name = f"{CANARY}@example.org"
+    pd.DataFrame({"id": [1], name: ["x" * 50]}).to_csv(path, index=False)
+
+    exc = _raises_data_error(path, limits=_limits(max_cell_chars=10))
+
+    _assert_safe(exc, path)
+    assert "column 2 has a cell of 50 characters" in str(exc)
+    assert column_label("notes", 3) == "column 3 ('notes')"
+    assert column_label("<b>notes</b>", 3) == "column 3"
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("a\nb", "name holds a control or formatting character"),
+        ("a\x00b", "name holds a control or formatting character"),
+        ("abc\u202edef", "name holds a control or formatting character"),
+        ("x" * 300, "name has 300 characters, over data.limits.max_column_name_chars=128"),
+    ],
+    ids=["line break", "NUL", "bidi override", "300 characters"],
+)
+def test_when_a_column_name_is_hostile_then_it_is_refused_by_position(
+    tmp_path: Path, name: str, expected: str
+) -> None:
+    path = tmp_path / "t.csv"
+    pd.DataFrame({"ok": [1], name: [2]}).to_csv(path, index=False)
+
+    exc = _raises_data_error(path)
+
+    _assert_safe(exc, path)
+    assert f"column 2's {expected}" in str(exc)
+    assert name not in str(exc)
+
+
+def test_when_a_csv_is_utf16_with_a_mark_then_it_is_read_and_latin1_needs_the_setting(
+    tmp_path: Path,
+) -> None:
+    text = "name,city\nRenée,Zürich\n"
+    utf16 = tmp_path / "u16.csv"
+    utf16.write_bytes(text.encode("utf-16"))
+    latin1 = tmp_path / "l1.csv"
+    latin1.write_bytes(text.encode("latin-1"))
+
+    assert read_table(utf16).iloc[0].tolist() == ["Renée", "Zürich"]
+    assert read_table(latin1, encoding="latin-1").iloc[0].tolist() == ["Renée", "Zürich"]
+    exc = _raises_data_error(latin1)
+    _assert_safe(exc, latin1)
+    assert "set data.encoding" in str(exc)
+    unknown = _raises_data_error(latin1, encoding="klingon-8")
+    assert "unknown text encoding 'klingon-8' (data.encoding)" in str(unknown)
+
+
+def test_when_a_table_is_written_as_csv_then_formula_cells_cannot_run(tmp_path: Path) -> None:
+    frame = pd.DataFrame(
+        {
+            "note": ['=HYPERLINK("http://x")', "+1+1", "@SUM(A1)", "-12.5", "plain", None],
+            "=cmd": [1, 2, 3, 4, 5, 6],
+        }
+    )
+    path = tmp_path / "out.csv"
+
+    escaped = write_table(frame, path)
+
+    back = pd.read_csv(path, dtype=str, keep_default_na=False)
+    assert escaped == 4  # three cells and one column name
+    assert back["note"].tolist() == [
+        '\'=HYPERLINK("http://x")',
+        "'+1+1",
+        "'@SUM(A1)",
+        "-12.5",
+        "plain",
+        "",
+    ]
+    assert list(back.columns) == ["note", "'=cmd"]
+    assert write_table(frame, tmp_path / "out.parquet") == 0
+    assert pd.read_parquet(tmp_path / "out.parquet")["note"][0].startswith("=")

@@ -85,13 +85,23 @@ def test_when_init_runs_then_the_files_load_identifiers_are_treated_and_the_rele
 
 
 def test_when_a_column_name_is_hostile_then_the_config_stays_one_mapping(home: Path) -> None:
-    frame = clinic_table(3000).rename(columns={"plan": 'plan": keep\n  evil: "drop'})
+    hostile = 'plan": keep, evil: "drop #{0}'
+    frame = clinic_table(3000).rename(columns={"plan": hostile})
 
     proposal = init_project(_table(home, frame), target="readmitted", out=home / "p")
 
     config = yaml.safe_load(proposal.files["config.yaml"].read_text())
-    assert 'plan": keep\n  evil: "drop' in config["training"]["features"]
+    assert hostile in config["training"]["features"]
     assert "evil" not in config["anonymization"]["columns"]
+
+
+def test_when_a_column_name_holds_a_line_break_then_init_refuses_by_position(home: Path) -> None:
+    frame = clinic_table(3000).rename(columns={"plan": 'plan": keep\n  evil: "drop'})
+
+    with pytest.raises(DataError, match=r"column \d+'s name holds a control") as caught:
+        init_project(_table(home, frame), target="readmitted", out=home / "p")
+    assert "evil" not in str(caught.value)
+    assert not (home / "p").exists()
 
 
 def test_when_the_target_is_not_binary_or_files_exist_then_init_refuses(home: Path) -> None:
