@@ -347,7 +347,7 @@ def _suite(
     expectations: list[dict[str, Any]] = [
         {
             "type": "expect_table_columns_to_match_set",
-            "kwargs": {"column_set": [str(c) for c in frame.columns], "exact_match": False},
+            "kwargs": {"column_set": [str(c) for c in frame.columns], "exact_match": True},
         },
         {
             "type": "expect_table_row_count_to_be_between",

@@ -285,6 +285,7 @@ def _read_csv(
             nrows=limits.max_rows + 1,
         )
         _check_rows(path, len(frame), limits)
+        _check_swallowed_rows(path, frame)
         return frame
     except DataError:
         raise
@@ -377,6 +378,34 @@ def _check_decompressed_bytes(path: Path, limits: InputLimits) -> None:
         raise DataError(f"{path} is a truncated or corrupt gzip file") from None
     except OSError:
         raise DataError(f"{path} is not a valid gzip file") from None
+
+
+def _check_swallowed_rows(path: Path, frame: pd.DataFrame) -> None:
+    """Refuse a CSV in which a quote opened and ran on over whole rows.
+
+    A quote that is never closed does not always fail the parser: it pairs with the next
+    quote in the file, and every line between becomes one cell. Such a cell holds a line
+    break followed by a line with a row's worth of commas; a multi-line note rarely does.
+    """
+    commas = max(len(frame.columns) - 1, 1)
+    if commas < 3:
+        return
+    row_like = rf"\n[^\n]*(?:,[^\n]*){{{commas}}}"
+    for position, column in enumerate(frame.columns, start=1):
+        values = frame[column]
+        if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+            continue
+        text = values.astype("str")
+        suspect = text.str.contains("\n", regex=False).to_numpy(dtype=bool)
+        if not suspect.any():
+            continue
+        swallowed = text[suspect].str.contains(row_like, regex=True).to_numpy(dtype=bool)
+        if swallowed.any():
+            row = int(suspect.nonzero()[0][swallowed.nonzero()[0][0]]) + 1
+            raise DataError(
+                f"{path} is malformed CSV: {column_label(column, position)} of data row {row} "
+                "holds whole lines of rows (a quote opened there is never closed)"
+            )
 
 
 def _check_rows(path: Path, rows: int, limits: InputLimits) -> None:

@@ -67,6 +67,7 @@ class ExpectationOutcome:
         unexpected_percent: Share of rows that broke it, in percent.
         raised: Type name of the exception it raised (then it failed), else None.
         missing_columns: Suite columns absent from the table (column-set expectations).
+        extra_columns: How many table columns the suite does not name (never their names).
     """
 
     expectation: str
@@ -77,6 +78,7 @@ class ExpectationOutcome:
     unexpected_percent: float | None
     raised: str | None = None
     missing_columns: tuple[str, ...] = ()
+    extra_columns: int = 0
 
     def describe(self) -> str:
         """Return a one-line account, e.g. `expect_..._in_set(sex): 3 unexpected (0.1%)`."""
@@ -85,8 +87,16 @@ class ExpectationOutcome:
             return f"{name}: passed"
         if self.raised:
             return f"{name}: raised {self.raised}"
-        if self.missing_columns:
-            return f"{name}: missing columns {list(self.missing_columns)}"
+        if self.missing_columns or self.extra_columns:
+            parts = (
+                [f"missing columns {list(self.missing_columns)}"] if self.missing_columns else []
+            )
+            if self.extra_columns:
+                parts.append(
+                    f"{self.extra_columns} column(s) the suite does not name (names withheld: "
+                    "a header is the table's own text)"
+                )
+            return f"{name}: {'; '.join(parts)}"
         if self.unexpected_count is not None:
             share = _format_percent(self.unexpected_percent)
             return f"{name}: {self.unexpected_count} unexpected" + (f" ({share})" if share else "")
@@ -379,11 +389,14 @@ def _outcome(item: Any) -> ExpectationOutcome:
     result: Mapping[str, Any] = item.result or {}
     raised = _raised_type(item.exception_info)
     missing: tuple[str, ...] = ()
+    extra = 0
     if config.type == COLUMNS_MATCH_SET and not item.success:
-        # Only names the suite declared: the table's own extra headers are not repeated.
+        # Only names the suite declared: the table's own extra headers are counted, never
+        # repeated.
         declared = set(kwargs.get("column_set") or ())
         reported = (result.get("details") or {}).get("mismatched", {}) or {}
         missing = tuple(sorted(str(c) for c in reported.get("missing", ()) if c in declared))
+        extra = len([c for c in reported.get("unexpected", ()) or () if c not in declared])
     return ExpectationOutcome(
         expectation=str(config.type),
         column=column if isinstance(column, str) else None,
@@ -393,6 +406,7 @@ def _outcome(item: Any) -> ExpectationOutcome:
         unexpected_percent=_as_percent(result.get("unexpected_percent")),
         raised=raised,
         missing_columns=missing,
+        extra_columns=extra,
     )
 
 

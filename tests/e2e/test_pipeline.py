@@ -55,6 +55,9 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     for row in CANARY_ROWS:
         for column, value in CANARIES.items():
             frame.loc[row, column] = value
+        # One SSN per person (data.person_key): the canary's in row 10, its neighbours'
+        # next to it.
+        frame.loc[row, "ssn"] = f"371-44-{7721 + row}"
         frame.loc[row, "notes"] = NOTE
     frame.to_csv(train, index=False)
     bad = home / "bad"

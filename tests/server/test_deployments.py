@@ -40,7 +40,8 @@ def runs(stack: Stack) -> dict[str, Any]:
     train = stack.home / "demo" / "adult_train.csv"
     frame = pd.read_csv(train, dtype=str, keep_default_na=False)
     for row in range(10, 14):
-        frame.loc[row, ["full_name", "ssn"]] = [CANARY_NAME, CANARY_SSN]
+        # One SSN per person (data.person_key): the canary's in row 10.
+        frame.loc[row, ["full_name", "ssn"]] = [CANARY_NAME, f"371-44-{7721 + row}"]
         frame.loc[row, "notes"] = f"Call {CANARY_NAME} back, SSN {CANARY_SSN}."
     frame.to_csv(train, index=False)
     client = MlflowClient(tracking_uri=stack.mlflow_url)

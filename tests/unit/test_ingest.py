@@ -524,3 +524,29 @@ def test_when_a_table_is_written_as_csv_then_formula_cells_cannot_run(tmp_path: 
     assert list(back.columns) == ["note", "'=cmd"]
     assert write_table(frame, tmp_path / "out.parquet") == 0
     assert pd.read_parquet(tmp_path / "out.parquet")["note"][0].startswith("=")
+
+
+def test_when_a_quote_swallows_whole_rows_then_the_row_is_named_not_quoted(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "t.csv"
+    rows = [f"{i},a{i},b{i},c{i}" for i in range(10)]
+    rows.insert(4, f'99,"{CANARY} opens a quote')
+    path.write_text("id,a,b,c\n" + "\n".join(rows) + '\nthe next quote",q,r\n')
+
+    exc = _raises_data_error(path)
+
+    _assert_safe(exc, path)
+    assert "column 2 ('a') of data row 5 holds whole lines of rows" in str(exc)
+
+
+def test_when_a_note_spans_lines_then_it_is_not_mistaken_for_a_broken_quote(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "t.csv"
+    note = "Seen today.\nFollow up in two weeks, with labs.\nCall if worse."
+    pd.DataFrame({"id": [1, 2], "a": ["x", "y"], "b": [note, "ok"], "c": [1, 2]}).to_csv(
+        path, index=False
+    )
+
+    assert read_table(path)["b"][0] == note

@@ -39,6 +39,7 @@ SAFE_OUTCOME_KEYS = {
     "unexpected_percent",
     "raised",
     "missing_columns",
+    "extra_columns",  # a count: the names are the table's own text
 }
 
 
@@ -439,3 +440,16 @@ def test_when_a_range_is_open_then_it_is_not_a_public_domain(tmp_path: Path) -> 
     # when / then
     with pytest.raises(ConfigError, match="min_value and max_value"):
         public_domains(path)
+
+
+def test_when_a_column_the_suite_does_not_name_appears_then_it_fails_counted_not_named(
+    sample: pd.DataFrame,
+) -> None:
+    sample[f"{CANARY}@example.org"] = 1
+
+    report = validate_table(sample, suite_path=SUITE)
+
+    assert not report.success
+    summary = report.failed_summary()
+    assert "expect_table_columns_to_match_set: 1 column(s) the suite does not name" in summary
+    assert CANARY not in json.dumps(report.to_dict())
