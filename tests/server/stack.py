@@ -50,6 +50,9 @@ class Stack:
     logs: Path
     socket_dir: Path
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    worker: subprocess.Popen[bytes] | None = None
+    mlflow: subprocess.Popen[bytes] | None = None
+    prefect: subprocess.Popen[bytes] | None = None
 
     @property
     def api(self) -> str:
@@ -74,12 +77,114 @@ class Stack:
         return env | extra
 
     def start(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-        log = (self.logs / f"{name}.log").open("wb")
+        log = (self.logs / f"{name}.log").open("ab")  # a restart appends
         process = subprocess.Popen(
             args, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
         self.processes.append(process)
         return process
+
+    def start_prefect(self) -> subprocess.Popen[bytes]:
+        """Start the Prefect server on `prefect_url`'s port (PostgreSQL, UI on); no wait."""
+        server_env = self.env(
+            PREFECT_HOME=str(self.root / "prefect-server"),
+            PREFECT_API_DATABASE_CONNECTION_URL=(
+                f"postgresql+asyncpg://postgres@/prefect?host={self.socket_dir}"
+            ),
+            PREFECT_UI_ENABLED="true",
+            # The URL the browser's UI calls back: this server's, on its random port.
+            PREFECT_UI_API_URL=self.api,
+        )
+        server_env.pop("PREFECT_API_URL")
+        port = self.prefect_url.rsplit(":", 1)[1]
+        self.prefect = self.start(
+            "prefect-server",
+            [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", port],
+            server_env,
+        )
+        return self.prefect
+
+    def restart_prefect(self, down_s: float) -> None:
+        """Kill the Prefect server (SIGKILL), wait `down_s`, start it again and wait for it."""
+        assert self.prefect is not None
+        self.stop_process(self.prefect)
+        time.sleep(down_s)
+        _wait_http(f"{self.api}/health", "the Prefect server", self.start_prefect(), timeout=180)
+
+    def start_mlflow(
+        self,
+        name: str = "mlflow-server",
+        *,
+        port: int | None = None,
+        database: str = "mlflow",
+        max_file_bytes: int | None = None,
+    ) -> tuple[subprocess.Popen[bytes], str]:
+        """Start an MLflow server on PostgreSQL `database`; return it and its URL.
+
+        The stack's own (`mlflow-server`) on `mlflow_url`'s port, unless `port` is given.
+        `max_file_bytes` runs it under a file-size limit (`prlimit --fsize`): a write that
+        would grow a file past it fails, as on a full disk (EFBIG there, ENOSPC here); its
+        output then goes nowhere (a log file would be limited too).
+        """
+        port = port or int(self.mlflow_url.rsplit(":", 1)[1])
+        artifacts = self.root / (
+            "mlflow-artifacts" if name == "mlflow-server" else f"{name}-artifacts"
+        )
+        command = [
+            str(BIN / "mlflow"),
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--backend-store-uri",
+            f"postgresql+psycopg2://postgres@/{database}?host={self.socket_dir}",
+            "--artifacts-destination",
+            artifacts.as_uri(),
+            "--serve-artifacts",
+            "--workers",
+            "1",
+        ]
+        if max_file_bytes is None:
+            process = self.start(name, command, self.env())
+        else:
+            process = subprocess.Popen(
+                ["prlimit", f"--fsize={max_file_bytes}", *command],
+                cwd=ROOT,
+                env=self.env(),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+            self.processes.append(process)
+        url = f"http://127.0.0.1:{port}"
+        _wait_http(f"{url}/health", f"the MLflow server {name}", process, timeout=180)
+        if name == "mlflow-server":
+            self.mlflow = process
+        return process, url
+
+    def stop_process(self, process: subprocess.Popen[bytes]) -> None:
+        """SIGKILL `process` and its children (a server lost mid-request)."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+        self.processes.remove(process)
+
+    def start_worker(self) -> None:
+        """Start the process worker (polling every second: the tests wait on its runs)."""
+        self.worker = self.start(
+            "worker",
+            [str(BIN / "prefect"), "worker", "start", "--pool", "privgate-process"],
+            self.env(PREFECT_WORKER_QUERY_SECONDS="1"),
+        )
+
+    def kill_worker(self) -> None:
+        """SIGKILL the worker and its flow-run processes at once, as a lost host would."""
+        assert self.worker is not None
+        os.killpg(self.worker.pid, signal.SIGKILL)
+        self.worker.wait(timeout=30)
+        self.processes.remove(self.worker)
+        self.worker = None
 
     def query(self, database: str, sql: str) -> list[tuple[Any, ...]]:
         """Run `sql` on one of the stack's PostgreSQL databases; return the rows."""
@@ -236,7 +341,7 @@ def running_stack(root: Path, deployments: list[str]) -> Iterator[Stack]:
     """Start PostgreSQL, both servers and a worker under `root`; deploy; stop on exit."""
     logs = root / "logs"
     logs.mkdir(parents=True)
-    with postgres(["prefect", "mlflow"]) as socket_dir:
+    with postgres(["prefect", "mlflow", "mlflow_faults"]) as socket_dir:
         yield from _servers(root, logs, socket_dir, deployments)
 
 
@@ -251,50 +356,9 @@ def _servers(root: Path, logs: Path, socket_dir: Path, deployments: list[str]) -
         socket_dir=socket_dir,
     )
     try:
-        server_env = stack.env(
-            PREFECT_HOME=str(root / "prefect-server"),
-            PREFECT_API_DATABASE_CONNECTION_URL=(
-                f"postgresql+asyncpg://postgres@/prefect?host={socket_dir}"
-            ),
-            PREFECT_UI_ENABLED="true",
-            # The URL the browser's UI calls back: this server's, on its random port.
-            PREFECT_UI_API_URL=stack.api,
-        )
-        server_env.pop("PREFECT_API_URL")
-        prefect = stack.start(
-            "prefect-server",
-            [
-                str(BIN / "prefect"),
-                "server",
-                "start",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(prefect_port),
-            ],
-            server_env,
-        )
-        mlflow = stack.start(
-            "mlflow-server",
-            [
-                str(BIN / "mlflow"),
-                "server",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(mlflow_port),
-                "--backend-store-uri",
-                f"postgresql+psycopg2://postgres@/mlflow?host={socket_dir}",
-                "--artifacts-destination",
-                (root / "mlflow-artifacts").as_uri(),
-                "--serve-artifacts",
-                "--workers",
-                "1",
-            ],
-            stack.env(),
-        )
+        prefect = stack.start_prefect()
+        stack.start_mlflow()
         _wait_http(f"{stack.api}/health", "the Prefect server", prefect, timeout=180)
-        _wait_http(f"{stack.mlflow_url}/health", "the MLflow server", mlflow, timeout=180)
 
         created = stack.cli(
             str(BIN / "prefect"), "work-pool", "create", "privgate-process", "--type", "process"
@@ -303,12 +367,9 @@ def _servers(root: Path, logs: Path, socket_dir: Path, deployments: list[str]) -
         names = [arg for name in deployments for arg in ("--name", name)]
         deployed = stack.cli(str(BIN / "prefect"), "--no-prompt", "deploy", *names)
         assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-3000:]
-        # Poll every second (default 10 s): the test waits on every run it starts.
-        stack.start(
-            "worker",
-            [str(BIN / "prefect"), "worker", "start", "--pool", "privgate-process"],
-            stack.env(PREFECT_WORKER_QUERY_SECONDS="1"),
-        )
+        automations = stack.cli(sys.executable, "infra/prefect/automations.py")
+        assert automations.returncode == 0, automations.stdout + automations.stderr
+        stack.start_worker()
         yield stack
     finally:
         stack.stop()

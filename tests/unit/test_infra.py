@@ -8,6 +8,7 @@ schema cannot see: service names in URLs, the work pool, the databases, the secr
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -33,7 +34,15 @@ SECRET_EXAMPLE = K8S / "secret.example.yaml"
 PREFECT_YAML = ROOT / "prefect.yaml"
 COMPOSE_SCHEMA = ROOT / "tests" / "data" / "compose-spec.json"
 
-CORE_SERVICES = {"postgres", "minio", "minio-init", "mlflow", "prefect-server", "prefect-worker"}
+CORE_SERVICES = {
+    "postgres",
+    "minio",
+    "minio-init",
+    "mlflow",
+    "prefect-server",
+    "prefect-automations",
+    "prefect-worker",
+}
 DASK_SERVICES = {"dask-scheduler", "dask-worker"}
 
 # `${VAR}`, `${VAR-default}`, `${VAR:-default}`, `${VAR?message}`, `${VAR:?message}`;
@@ -399,3 +408,30 @@ def test_when_the_secret_example_is_read_then_it_holds_placeholders_only() -> No
     # then
     assert values, "the example defines no secret value"
     assert all(PLACEHOLDER in value for value in values), f"not placeholders: {values}"
+
+
+def test_when_the_stack_starts_then_it_creates_the_zombie_automation_the_deployments_feed() -> None:
+    compose = load_compose()
+    deployments = yaml.safe_load((ROOT / "prefect.yaml").read_text())
+
+    automations = compose["services"]["prefect-automations"]
+    assert automations["command"] == ["python", "infra/prefect/automations.py"]
+    assert "COPY infra/prefect/ infra/prefect/" in (ROOT / "infra/worker/Dockerfile").read_text()
+    for deployment in deployments["deployments"]:
+        env = deployment["work_pool"]["job_variables"]["env"]
+        # Prefect's floor is 30 s; three missed beats must fit in the automation's window.
+        beat = int(env["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"])
+        assert beat >= 30
+        assert 3 * beat <= _automations().ZOMBIE_AFTER.total_seconds()
+        assert int(env["MLFLOW_HTTP_REQUEST_MAX_RETRIES"]) <= 4
+
+
+def _automations() -> Any:
+    spec = importlib.util.spec_from_file_location(
+        "automations", ROOT / "infra/prefect/automations.py"
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
