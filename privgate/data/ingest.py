@@ -148,9 +148,14 @@ def check_cells(frame: pd.DataFrame, limits: InputLimits, *, where: str) -> None
     """
     for position, column in enumerate(frame.columns, start=1):
         values = frame[column]
-        if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+        if isinstance(values.dtype, pd.CategoricalDtype):
+            values = values.astype(object)
+        if pd.api.types.is_string_dtype(values) and values.dtype != object:
+            lengths = values.str.len()
+        elif values.dtype == object:  # text, or Parquet's bytes and lists
+            lengths = values.astype("str").str.len().where(values.notna())
+        else:  # numbers, booleans, timestamps: no text to bound
             continue
-        lengths = values.astype("str").str.len() if values.dtype == object else values.str.len()
         longest = lengths.max(skipna=True)
         if pd.notna(longest) and int(longest) > limits.max_cell_chars:
             row = int(lengths.to_numpy(dtype=float, na_value=0).argmax()) + 1

@@ -11,8 +11,9 @@
    and the run ends `Completed` with exactly one new version, signed and promoted (a
    retry finds the version its first attempt made, never a second).
 3. A full disk under the artifact store (an MLflow server whose files may not grow past
-   64 kB): the upload fails, the run ends `Failed`, and no version exists there to be
-   signed or promoted; the stack's champion is untouched.
+   12 kB, less than the model's weights, 14.5 kB): the upload fails, the run ends
+   `Failed`, and no version exists there to be signed or promoted; the stack's champion
+   is untouched.
 4. The Prefect server killed while a run trains and started again 10 s later, on the
    same database: the run ends `Completed`, once, with one new version promoted.
 Each uses a copy of the demo table less one row: another dataset to the ledger, so the
@@ -147,7 +148,7 @@ def _signed(client: MlflowClient, version: str) -> bool:
 
 
 @pytest.fixture(scope="module")
-def outage(stack: Stack, killed: dict[str, Any]) -> dict[str, Any]:
+def outage(stack: Stack) -> dict[str, Any]:
     client = MlflowClient(tracking_uri=stack.mlflow_url)
     before = _versions(client)
     deployment = stack.deployment_id(DEPLOYMENT)
@@ -204,11 +205,11 @@ def test_when_mlflow_is_down_for_30_s_during_a_run_then_it_completes_with_one_ve
 
 
 @pytest.fixture(scope="module")
-def disk_full(stack: Stack, outage: dict[str, Any]) -> dict[str, Any]:
+def disk_full(stack: Stack) -> dict[str, Any]:
     main = MlflowClient(tracking_uri=stack.mlflow_url)
     champion_before = _champion(main)
     server, url = stack.start_mlflow(
-        "mlflow-full-disk", port=free_port(), database="mlflow_faults", max_file_bytes=65_536
+        "mlflow-full-disk", port=free_port(), database="mlflow_faults", max_file_bytes=12_000
     )
     deployment = stack.get(f"/deployments/{stack.deployment_id(DEPLOYMENT)}")
     env = {**deployment["job_variables"].get("env", {}), "MLFLOW_TRACKING_URI": url}
@@ -245,7 +246,7 @@ def test_when_the_artifact_disk_is_full_then_the_run_fails_and_nothing_is_regist
 
 
 @pytest.fixture(scope="module")
-def restarted(stack: Stack, disk_full: dict[str, Any]) -> dict[str, Any]:
+def restarted(stack: Stack) -> dict[str, Any]:
     client = MlflowClient(tracking_uri=stack.mlflow_url)
     before = _versions(client)
     deployment = stack.deployment_id(DEPLOYMENT)

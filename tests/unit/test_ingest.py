@@ -550,3 +550,21 @@ def test_when_a_note_spans_lines_then_it_is_not_mistaken_for_a_broken_quote(
     )
 
     assert read_table(path)["b"][0] == note
+
+
+def test_when_a_parquet_holds_dates_categories_and_bytes_then_cells_are_bounded_by_type(
+    tmp_path: Path,
+) -> None:
+    frame = pd.DataFrame(
+        {
+            "seen": pd.to_datetime(["2024-01-02", "2024-03-04"]),
+            "ward": pd.Categorical(["A", "B" * 50]),
+            "blob": [b"x", b"y" * 50],
+            "score": [1.5, None],
+        }
+    )
+    path = _write_parquet(tmp_path / "t.parquet", frame)
+
+    assert len(read_table(path, limits=InputLimits(max_cell_chars=60))) == 2
+    exc = _raises_data_error(path, limits=InputLimits(max_cell_chars=40))
+    assert "column 2 ('ward') has a cell of 50 characters in data row 2" in str(exc)
