@@ -511,6 +511,7 @@ def _scan(args: argparse.Namespace) -> int:
         require_string_columns=False,
         limits=config.data.limits.limits(),
         encoding=config.data.encoding,
+        known_columns=stages.declared_columns(config),
     )
     with _stdout_to_stderr():
         report = stages.scan_frame(frame, config, where=str(args.file))
@@ -541,6 +542,7 @@ def _anonymize(args: argparse.Namespace) -> int:
         require_string_columns=False,
         limits=config.data.limits.limits(),
         encoding=config.data.encoding,
+        known_columns=stages.declared_columns(config),
     )
     with _stdout_to_stderr():
         started = time.perf_counter()

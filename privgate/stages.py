@@ -7,6 +7,7 @@ what leaves a stage for reports is aggregates.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -32,7 +33,12 @@ from audits.suite import AuditReport, needs_reference, run_attacks
 from privgate.config import PipelineConfig, PrivacyPolicy, TrainingConfig
 from privgate.data.features import build_feature_spec, encode, encode_labels, input_width
 from privgate.data.ingest import read_table, sha256_file
-from privgate.data.validation import ValidationReport, public_domains, validate_table
+from privgate.data.validation import (
+    ValidationReport,
+    public_domains,
+    suite_columns,
+    validate_table,
+)
 from privgate.dp.ledger import PrivacyLedger
 from privgate.dp.training import (
     AuditHooks,
@@ -43,7 +49,13 @@ from privgate.dp.training import (
     predict_logits,
     train_model,
 )
-from privgate.errors import ConfigError, DataError, PolicyRefusedError, ValidationFailedError
+from privgate.errors import (
+    ConfigError,
+    DataError,
+    PolicyRefusedError,
+    PrivgateError,
+    ValidationFailedError,
+)
 from privgate.home import PROJECT_ROOT, privgate_home, resolve_path
 from privgate.pii import anonymize as anon
 from privgate.pii.engine import (
@@ -202,6 +214,7 @@ def _read_input(path: Path, config: PipelineConfig, key: str) -> pd.DataFrame:
             string_columns=config.data.string_columns,
             limits=config.data.limits.limits(),
             encoding=config.data.encoding,
+            known_columns=declared_columns(config),
         )
     except DataError:
         if not path.exists() and path.is_relative_to(privgate_home() / "demo"):
@@ -210,6 +223,20 @@ def _read_input(path: Path, config: PipelineConfig, key: str) -> pd.DataFrame:
                 "`privgate demo-data` writes it (`make run` does both)"
             ) from None
         raise
+
+
+def declared_columns(config: PipelineConfig) -> frozenset[str]:
+    """Return every column name the config or its suite declares (messages may name them).
+
+    A table's own header is its own text (in a file without a header row, a person's
+    data), so errors about a table name other columns by position only.
+    """
+    data, anonymization = config.data, config.anonymization
+    names = {data.target, *data.string_columns, *data.person_key, *anonymization.columns}
+    names |= {*anonymization.quasi_identifiers, *config.training.features}
+    with contextlib.suppress(PrivgateError):  # an unreadable suite is reported where read
+        names |= suite_columns(resolve_path(data.expectation_suite))
+    return frozenset(names)
 
 
 def _require_target(frame: pd.DataFrame, path: Path, target: str) -> None:

@@ -20,10 +20,10 @@ import re
 import unicodedata
 import zlib
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import pandas as pd
 
@@ -37,11 +37,10 @@ ACCEPTED_SUFFIXES: tuple[str, ...] = tuple(sorted(_SUFFIXES))
 # number is kept, never the text around it.
 _POSITION = re.compile(r"\b(line|row) (\d+)\b")
 _GZIP_CHUNK = 1 << 20
+_PARQUET_BATCH_ROWS = 4096
 # Cells a spreadsheet would run as a formula, and the plain numbers among them.
 _FORMULA_START = r"[=+\-@\t\r]"
 _PLAIN_NUMBER = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?"
-# Column names shown in messages: a header row is the table's own text.
-_PLAIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_ .\-]{0,63}")
 # Unicode categories a column name may not hold: controls, formats (bidi overrides,
 # zero-width), line and paragraph separators, unassigned and private-use code points.
 _CONTROL = frozenset({"Cc", "Cf", "Zl", "Zp", "Cn", "Co", "Cs"})
@@ -79,6 +78,7 @@ def read_table(
     require_string_columns: bool = True,
     limits: InputLimits | None = None,
     encoding: str = "utf-8",
+    known_columns: Collection[str] = (),
 ) -> pd.DataFrame:
     """Read a raw table from CSV, gzipped CSV or Parquet, chosen by the file suffix.
 
@@ -95,6 +95,8 @@ def read_table(
             is an error (the pipeline's tables) or is skipped (`privgate scan` of any file).
         limits: What the table may hold (`InputLimits()` when None).
         encoding: The CSV files' text encoding (`data.encoding`).
+        known_columns: Column names the config or the suite declares: messages may name
+            these; any other column is named by its position alone.
 
     Returns:
         The table, with at least one row and unique column names.
@@ -121,6 +123,7 @@ def read_table(
             string_columns=string_columns,
             limits=limits,
             encoding=encoding,
+            known_columns=known_columns,
         )
 
     _reject_duplicate_names(path, [str(c) for c in frame.columns])
@@ -135,16 +138,22 @@ def read_table(
         for column in string_columns:
             if column in frame.columns:
                 frame[column] = frame[column].astype("str")
-    check_cells(frame, limits, where=str(path))
+    check_cells(frame, limits, where=str(path), known_columns=known_columns)
     return frame
 
 
-def check_cells(frame: pd.DataFrame, limits: InputLimits, *, where: str) -> None:
+def check_cells(
+    frame: pd.DataFrame,
+    limits: InputLimits,
+    *,
+    where: str,
+    known_columns: Collection[str] = (),
+) -> None:
     """Refuse a table whose text cells exceed `limits.max_cell_chars`.
 
     Raises:
         DataError: naming `where`, the column (by position, and by name only when it is
-            one a reader can print), the longest cell's row and length, and the limit.
+            one of `known_columns`), the longest cell's row and length, and the limit.
     """
     for position, column in enumerate(frame.columns, start=1):
         values = frame[column]
@@ -160,22 +169,24 @@ def check_cells(frame: pd.DataFrame, limits: InputLimits, *, where: str) -> None
         if pd.notna(longest) and int(longest) > limits.max_cell_chars:
             row = int(lengths.to_numpy(dtype=float, na_value=0).argmax()) + 1
             raise DataError(
-                f"{where}: {column_label(column, position)} has a cell of {int(longest):,} "
+                f"{where}: {column_label(column, position, known_columns)} has a cell of "
+                f"{int(longest):,} "
                 f"characters in data row {row}, over {limits.key}.max_cell_chars="
                 f"{limits.max_cell_chars:,}; raise the limit in the config if such cells are "
                 "expected (long texts are analyzed in bounded windows)"
             )
 
 
-def column_label(name: object, position: int) -> str:
-    """Return how a message names a column: its position, and its name when printable.
+def column_label(name: object, position: int, known: Collection[str] = ()) -> str:
+    """Return how a message names a column: its position, and its name when declared.
 
     A column name is the table's own text: in a file without a header row it is a
-    person's data. Names made only of letters, digits, spaces and `_.-` (64 characters
-    at most) are shown; any other name is named by its position alone.
+    person's data (`Mary Ng`, `078-05-1120`). Only a name the config or the suite
+    declares (`known`) is shown, since a reviewer wrote it; any other column is named by
+    its position alone.
     """
     text = str(name)
-    if _PLAIN_NAME.fullmatch(text):
+    if text in known:
         return f"column {position} ({text!r})"
     return f"column {position}"
 
@@ -269,6 +280,7 @@ def _read_csv(
     string_columns: Sequence[str],
     limits: InputLimits,
     encoding: str,
+    known_columns: Collection[str],
 ) -> pd.DataFrame:
     compression = "gzip" if compressed else None
     encoding = _sniff_utf16(path, compressed, encoding)
@@ -290,7 +302,7 @@ def _read_csv(
             nrows=limits.max_rows + 1,
         )
         _check_rows(path, len(frame), limits)
-        _check_swallowed_rows(path, frame)
+        _check_swallowed_rows(path, frame, known_columns)
         return frame
     except DataError:
         raise
@@ -332,6 +344,7 @@ def _read_parquet(path: Path, limits: InputLimits) -> pd.DataFrame:
         _check_names(path, names, limits)
         _reject_duplicate_names(path, names)
         _check_rows(path, footer.metadata.num_rows, limits)
+        _check_decoded_bytes(path, footer, limits)
         return pd.read_parquet(path)
     except DataError:
         raise
@@ -385,7 +398,7 @@ def _check_decompressed_bytes(path: Path, limits: InputLimits) -> None:
         raise DataError(f"{path} is not a valid gzip file") from None
 
 
-def _check_swallowed_rows(path: Path, frame: pd.DataFrame) -> None:
+def _check_swallowed_rows(path: Path, frame: pd.DataFrame, known: Collection[str]) -> None:
     """Refuse a CSV in which a quote opened and ran on over whole rows.
 
     A quote that is never closed does not always fail the parser: it pairs with the next
@@ -395,7 +408,9 @@ def _check_swallowed_rows(path: Path, frame: pd.DataFrame) -> None:
     commas = max(len(frame.columns) - 1, 1)
     if commas < 3:
         return
-    row_like = rf"\n[^\n]*(?:,[^\n]*){{{commas}}}"
+    # Linear: each repetition eats up to its own comma (`[^\n]*` twice would backtrack
+    # exponentially in the number of commas under Python's `re`).
+    row_like = rf"\n(?:[^,\n]*,){{{commas}}}"
     for position, column in enumerate(frame.columns, start=1):
         values = frame[column]
         if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
@@ -408,9 +423,24 @@ def _check_swallowed_rows(path: Path, frame: pd.DataFrame) -> None:
         if swallowed.any():
             row = int(suspect.nonzero()[0][swallowed.nonzero()[0][0]]) + 1
             raise DataError(
-                f"{path} is malformed CSV: {column_label(column, position)} of data row {row} "
+                f"{path} is malformed CSV: {column_label(column, position, known)} of data row "
+                f"{row} "
                 "holds whole lines of rows (a quote opened there is never closed)"
             )
+
+
+def _check_decoded_bytes(path: Path, footer: Any, limits: InputLimits) -> None:
+    """Refuse a Parquet file that decodes past the byte limit, decoding a batch at a time.
+
+    Compression and dictionaries make a kilobyte file decode to gigabytes (2,000 rows of
+    one 20,000-character string: 1.2 kB on disk, 40 MB decoded), and the footer's sizes
+    can say anything: the batches are measured, each dropped before the next.
+    """
+    decoded = 0
+    for batch in footer.iter_batches(batch_size=_PARQUET_BATCH_ROWS):
+        decoded += batch.nbytes
+        if decoded > limits.max_file_bytes:
+            _check_bytes(path, decoded, limits, what=" once decoded")
 
 
 def _check_rows(path: Path, rows: int, limits: InputLimits) -> None:

@@ -78,9 +78,10 @@ _PHONE_RUNS_KEPT = 200_000  # digit runs remembered between analyses, at most
 _NER_REACH = 1  # words of context on each side of a capitalized word
 _NUMBER_OR_DATE = re.compile(r"[-+]?\d[\d,.]*(?:[eE][-+]?\d+)?|\d{1,4}[-/.]\d{1,2}[-/.]\d{1,4}")
 _PRESIDIO_MAX_FINDINGS = 1_000  # more in one text: `_replace_spans` replaces them
+_YEAR = re.compile(r"(?:19|20)\d\d")
 _WORD_REACH = 100  # characters a "word" of context may span, at most
-# Texts longer than this are analyzed as segments sharing _SEGMENT_OVERLAP characters:
-# longer than any value a recognizer matches (an email is at most 254).
+# Texts longer than this are analyzed as segments sharing at least half _SEGMENT_OVERLAP
+# characters: more than any value a recognizer matches (an email is at most 254).
 _SEGMENT_CHARS = 20_000
 _SEGMENT_OVERLAP = 600
 _WHITESPACE_WORD = re.compile(r"\S+")
@@ -319,15 +320,15 @@ class PiiEngine:
             # and filtering per call gives the same answers, and scan (0.5), redaction
             # (0.3) and re-scan (0.4) share one analysis of each text. A long text is
             # analyzed as overlapping segments, each like a text of its own.
-            plan = {text: segments(text) for text in todo}
-            pieces = list(dict.fromkeys(piece for parts in plan.values() for _, piece in parts))
+            plan = {text: _segments_of(text) for text in todo}
+            pieces = list(dict.fromkeys(p for parts, _ in plan.values() for _, p in parts))
             found_in = dict(zip(pieces, self._analyze_distinct(pieces, wanted, ctx), strict=True))
-            for text, parts in plan.items():
-                found = (
-                    found_in[text]
-                    if len(parts) == 1
-                    else _join_segments((offset, found_in[piece]) for offset, piece in parts)
-                )
+            for text, (parts, origin) in plan.items():
+                if parts == [(0, text)]:
+                    found = found_in[text]
+                else:
+                    joined = _join_segments((offset, found_in[piece]) for offset, piece in parts)
+                    found = tuple(_to_original(span, origin) for span in joined)
                 known[text] = self._cache[(text, wanted, ctx)] = found
         return [
             tuple((a, b, e) for a, b, e, score in known[t] if score >= threshold) for t in texts
@@ -726,17 +727,30 @@ def _widen(text: str, start: int, end: int, words: int) -> tuple[int, int]:
     return start, end
 
 
+def _segments_of(text: str) -> tuple[list[tuple[int, str]], list[int] | None]:
+    """Return the segments a text is analyzed in, and the map back to its characters.
+
+    A long text is normalized whole first (`normalize_for_detection`), then cut: cut
+    first, a value padded with hundreds of invisible characters could straddle every
+    cut, each segment seeing only part of it once they were removed.
+    """
+    if len(text) <= _SEGMENT_CHARS:
+        return [(0, text)], None
+    clean, origin = normalize_for_detection(text)
+    return segments(clean), origin
+
+
 def segments(
     text: str, *, size: int | None = None, overlap: int | None = None
 ) -> list[tuple[int, str]]:
     """Cut a long text into overlapping segments, each analyzed like a text of its own.
 
     Returns `(offset, segment)` pairs covering `text`; a text of at most `size`
-    characters is its own single segment. Neighbours share `overlap` characters, so a
-    value up to that long which one segment cuts lies whole in the next. Cuts fall on
-    whitespace where the text has some near the cut. Analysis time is then linear in
-    the text's length, and spaCy never reads more than a segment: a 10 MB note is slow,
-    never unbounded (`benchmarks/pii.py`, section E).
+    characters is its own single segment. Neighbours share between `overlap / 2` and
+    `overlap` characters (cuts move to whitespace near them), so a value up to
+    `overlap / 2` long which one segment cuts lies whole in the next. Analysis time is
+    then linear in the text's length, and spaCy never reads more than a segment: a 10 MB
+    note is slow, never unbounded (`benchmarks/pii.py`, section E).
     """
     size = _SEGMENT_CHARS if size is None else size
     overlap = _SEGMENT_OVERLAP if overlap is None else overlap
@@ -949,12 +963,15 @@ def data_like_names(
 
     A file without its header row has its first record where the names belong, and
     every report of the table would then print that record. A name counts as a value
-    when it is a number or a date, or holds one of `entities` that a pattern finds (an
+    when it is a number (a year such as `2019` excepted: wide tables name columns so) or
+    a date, or holds one of `entities` that a pattern finds (an
     email, an SSN, a phone-shaped number; names by NER are left out: `Mother's Maiden
     Name` reads as a person). Scored at the redaction threshold's 0.3, without context.
     """
     texts = [str(name) for name in names]
-    looks = [bool(_NUMBER_OR_DATE.fullmatch(t.strip())) for t in texts]
+    looks = [
+        bool(_NUMBER_OR_DATE.fullmatch(t.strip())) and not _YEAR.fullmatch(t.strip()) for t in texts
+    ]
     patterns = sorted(frozenset(entities) & engine.supported_entities - NER_ENTITIES)
     if patterns:
         found = engine.analyze(texts, entities=patterns, score_threshold=0.3)

@@ -437,26 +437,28 @@ def test_when_a_cell_is_over_the_length_limit_then_column_row_and_limit_are_name
         path, index=False
     )
 
-    exc = _raises_data_error(path, limits=_limits(max_cell_chars=1000))
+    exc = _raises_data_error(path, limits=_limits(max_cell_chars=1000), known_columns={"notes"})
 
     _assert_safe(exc, path)
     assert "column 2 ('notes') has a cell of 1,400 characters in data row 2" in str(exc)
     assert "data.limits.max_cell_chars=1,000" in str(exc)
 
 
-def test_when_a_long_cell_sits_in_a_column_named_like_data_then_only_its_position_shows(
+def test_when_a_headerless_file_has_a_long_cell_then_its_columns_show_by_position_only(
     tmp_path: Path,
 ) -> None:
+    # No header row: the "names" are a person's name, SSN and note.
     path = tmp_path / "headerless.csv"
-    name = f"{CANARY}@example.org"
-    pd.DataFrame({"id": [1], name: ["x" * 50]}).to_csv(path, index=False)
+    path.write_text(f"Mary {CANARY},078-05-1120,short note\nJo Bo,123-45-6789,{'x' * 50}\n")
 
-    exc = _raises_data_error(path, limits=_limits(max_cell_chars=10))
+    exc = _raises_data_error(path, limits=_limits(max_cell_chars=20), known_columns={"notes"})
 
     _assert_safe(exc, path)
-    assert "column 2 has a cell of 50 characters" in str(exc)
-    assert column_label("notes", 3) == "column 3 ('notes')"
-    assert column_label("<b>notes</b>", 3) == "column 3"
+    assert "column 3 has a cell of 50 characters" in str(exc)
+    assert "078-05" not in str(exc)
+    assert "short note" not in str(exc)
+    assert column_label("notes", 3, {"notes"}) == "column 3 ('notes')"
+    assert column_label("Mary Ng", 3) == "column 3"
 
 
 @pytest.mark.parametrize(
@@ -537,7 +539,7 @@ def test_when_a_quote_swallows_whole_rows_then_the_row_is_named_not_quoted(
     exc = _raises_data_error(path)
 
     _assert_safe(exc, path)
-    assert "column 2 ('a') of data row 5 holds whole lines of rows" in str(exc)
+    assert "column 2 of data row 5 holds whole lines of rows" in str(exc)
 
 
 def test_when_a_note_spans_lines_then_it_is_not_mistaken_for_a_broken_quote(
@@ -566,5 +568,19 @@ def test_when_a_parquet_holds_dates_categories_and_bytes_then_cells_are_bounded_
     path = _write_parquet(tmp_path / "t.parquet", frame)
 
     assert len(read_table(path, limits=InputLimits(max_cell_chars=60))) == 2
-    exc = _raises_data_error(path, limits=InputLimits(max_cell_chars=40))
+    exc = _raises_data_error(path, limits=InputLimits(max_cell_chars=40), known_columns={"ward"})
     assert "column 2 ('ward') has a cell of 50 characters in data row 2" in str(exc)
+
+
+def test_when_a_small_parquet_decodes_past_the_byte_limit_then_it_is_refused(
+    tmp_path: Path,
+) -> None:
+    # 2,000 copies of one 20,000-character string: about 1 kB on disk, 40 MB decoded.
+    path = tmp_path / "bomb.parquet"
+    pq.write_table(pa.table({"note": [CANARY * 2000] * 2000}), path, compression="zstd")
+    assert path.stat().st_size < 10_000
+
+    exc = _raises_data_error(path, limits=_limits(max_file_bytes=10_000_000))
+
+    _assert_safe(exc, path)
+    assert "once decoded is over data.limits.max_file_bytes=10,000,000" in str(exc)

@@ -182,3 +182,27 @@ def test_when_column_names_read_as_a_record_then_their_positions_are_returned(
 
     assert data_like_names(header, engine=pii_engine, entities=DIRECT) == []
     assert data_like_names(record, engine=pii_engine, entities=DIRECT) == [1, 2, 3, 4]
+
+
+def test_when_a_name_padded_with_invisible_characters_straddles_a_cut_then_it_is_redacted(
+    pii_engine: PiiEngine,
+) -> None:
+    # Cut first and normalized per segment, the padding (1,050 zero-width spaces) would
+    # leave `...Jonat` to one segment and `onathan Smith` to the next.
+    padded = "\u200b" * 150
+    name = padded.join("Jonathan") + " Smith"
+    note = "word " * 3860 + "Spoke with " + name + " about the claim. " + "word " * 400
+    assert 19_000 < note.index("J") < 20_000
+
+    redacted = redact_texts(
+        pd.Series([note]), engine=pii_engine, entities=ENTITIES, score_threshold=REDACT
+    )[0]
+
+    assert "smith" not in fold(redacted)
+    assert "jonathan" not in fold(redacted)
+
+
+def test_when_column_names_are_years_then_they_are_names_not_values(
+    pii_engine: PiiEngine,
+) -> None:
+    assert data_like_names(["region", "2019", "2020"], engine=pii_engine, entities=DIRECT) == []
