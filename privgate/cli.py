@@ -502,17 +502,9 @@ def _models_verify(args: argparse.Namespace) -> int:
 def _scan(args: argparse.Namespace) -> int:
     from privgate import stages
     from privgate.config import load_config
-    from privgate.data.ingest import read_table
 
     config = load_config(args.config, args.overrides)
-    frame = read_table(
-        args.file,
-        string_columns=config.data.string_columns,
-        require_string_columns=False,
-        limits=config.data.limits.limits(),
-        encoding=config.data.encoding,
-        known_columns=stages.declared_columns(config),
-    )
+    frame = stages.read_configured(args.file, config, require_string_columns=False)
     with _stdout_to_stderr():
         report = stages.scan_frame(frame, config, where=str(args.file))
     if args.json:
@@ -528,7 +520,7 @@ def _scan(args: argparse.Namespace) -> int:
 def _anonymize(args: argparse.Namespace) -> int:
     from privgate import stages
     from privgate.config import load_config, load_policy
-    from privgate.data.ingest import read_table, write_table
+    from privgate.data.ingest import write_table
     from privgate.errors import DataError
 
     if args.output.suffix.lower() not in (".csv", ".parquet"):
@@ -536,14 +528,7 @@ def _anonymize(args: argparse.Namespace) -> int:
     if args.output.exists():  # never overwrite: the raw input may be the only copy
         raise DataError(f"{args.output} already exists; choose a new output path")
     config, policy = load_config(args.config, args.overrides), load_policy(args.policy)
-    frame = read_table(
-        args.input,
-        string_columns=config.data.string_columns,
-        require_string_columns=False,
-        limits=config.data.limits.limits(),
-        encoding=config.data.encoding,
-        known_columns=stages.declared_columns(config),
-    )
+    frame = stages.read_configured(args.input, config, require_string_columns=False)
     with _stdout_to_stderr():
         started = time.perf_counter()
         scan = stages.scan_frame(frame, config, where=str(args.input))

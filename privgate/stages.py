@@ -209,13 +209,7 @@ def ingest(config: PipelineConfig) -> Tables:
 
 def _read_input(path: Path, config: PipelineConfig, key: str) -> pd.DataFrame:
     try:
-        return read_table(
-            path,
-            string_columns=config.data.string_columns,
-            limits=config.data.limits.limits(),
-            encoding=config.data.encoding,
-            known_columns=declared_columns(config),
-        )
+        return read_configured(path, config)
     except DataError:
         if not path.exists() and path.is_relative_to(privgate_home() / "demo"):
             raise DataError(
@@ -223,6 +217,20 @@ def _read_input(path: Path, config: PipelineConfig, key: str) -> pd.DataFrame:
                 "`privgate demo-data` writes it (`make run` does both)"
             ) from None
         raise
+
+
+def read_configured(
+    path: Path, config: PipelineConfig, *, require_string_columns: bool = True
+) -> pd.DataFrame:
+    """Read a table with the config's text columns, limits, encoding and declared names."""
+    return read_table(
+        path,
+        string_columns=config.data.string_columns,
+        require_string_columns=require_string_columns,
+        limits=config.data.limits.limits(),
+        encoding=config.data.encoding,
+        known_columns=declared_columns(config),
+    )
 
 
 def declared_columns(config: PipelineConfig) -> frozenset[str]:

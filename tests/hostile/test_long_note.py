@@ -3,7 +3,7 @@
 The file that stalled `privgate scan` for more than 300 s: one note of `Name Surname `
 repeated, here among five short notes so that k-anonymity lets the output be written.
 The real CLI in a subprocess; the timeout is a stall guard, not a measurement
-(`make bench-pii`, section E, measures it: about 15 s).
+(`make bench-pii`, section E, measures it; this test took 22 s here).
 """
 
 from __future__ import annotations

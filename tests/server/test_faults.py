@@ -225,7 +225,6 @@ def disk_full(stack: Stack) -> dict[str, Any]:
     return {
         "final": final,
         "versions": versions,
-        "artifacts": [p for p in (stack.root / "mlflow-full-disk-artifacts").rglob("*")],
         "champion_before": champion_before,
         "champion_after": _champion(main),
     }
