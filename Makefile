@@ -6,6 +6,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.privgate-installed
+FLOWER_VENV ?= .venv-flower
 
 .PHONY: help install run test test-fast lint bench bench-orchestration bench-dp bench-audit bench-audit-power bench-pii bench-kanon bench-sweep clean-state
 
@@ -13,14 +14,20 @@ help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
 # torch first, pinned: the local CPU wheel. An unpinned torch pulls GBs of CUDA.
-$(STAMP): pyproject.toml
+# Flower's own environment beside it (infra/flower/requirements.txt says why).
+$(STAMP): pyproject.toml infra/flower/requirements.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(PYTHON) -m venv $(FLOWER_VENV)
+	$(FLOWER_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(FLOWER_VENV)/bin/python -m pip install --quiet torch==2.13.0
+	$(FLOWER_VENV)/bin/python -m pip install --quiet -r infra/flower/requirements.txt
+	$(FLOWER_VENV)/bin/python -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
-install: $(STAMP) ## create or refresh the virtualenv (.venv)
+install: $(STAMP) ## create or refresh the virtualenvs (.venv, and .venv-flower for Flower)
 
 run: $(STAMP) ## write the demo data, then run the privacy-gated pipeline on it
 	$(BIN)/privgate demo-data

@@ -197,6 +197,30 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_set_option(anonymize, set_help="e.g. pii.processes=1")
     anonymize.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
+    federated = commands.add_parser(
+        "federated",
+        help="train across silos (Flower, SecAgg+, DP-SGD in each) under the same gates",
+    )
+    _add_pipeline_options(federated, set_help="applied in every silo, e.g. training.batch_size=128")
+    federated.add_argument(
+        "--silos",
+        type=int,
+        default=3,
+        help="split the config's tables into this many silos (default 3; ignored with --plan)",
+    )
+    federated.add_argument(
+        "--plan", type=Path, help="federation YAML: rounds, silos and their tables"
+    )
+    federated.add_argument("--rounds", type=int, help="federated rounds (default 3)")
+    federated.add_argument("--local-epochs", type=int, help="local epochs per round (default 1)")
+    federated.add_argument(
+        "--record-coordinator-view",
+        action="store_true",
+        help="keep each masked vector the coordinator receives, each round's global weights "
+        "and each silo's own update in its folder (to audit what the coordinator can see)",
+    )
+    federated.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+
     audit = commands.add_parser(
         "audit", help="re-audit a registered version from its recorded lineage"
     )
@@ -229,6 +253,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _demo_data(args)
         if args.command == "audit":
             return _audit(args)
+        if args.command == "federated":
+            return _federated(args)
         if args.command == "scan":
             return _scan(args)
         if args.command == "anonymize":
@@ -279,6 +305,59 @@ def _run(args: argparse.Namespace) -> int:
     else:
         _print_run(data, state.message or "")
     return EXIT_OK if data["promoted"] else EXIT_BLOCKED
+
+
+def _federated(args: argparse.Namespace) -> int:
+    from privgate.config import load_config, load_policy
+    from privgate.federated.plan import load_plan, split_demo
+    from privgate.home import resolve_path
+
+    config = load_config(args.config, args.overrides)
+    if args.policy is not None:
+        os.environ["PRIVGATE_POLICY"] = str(args.policy.resolve())
+    load_policy()
+    changes = {k: v for k, v in (("rounds", args.rounds), ("local_epochs", args.local_epochs)) if v}
+    if args.plan is not None:
+        plan = load_plan(args.plan, changes)
+    else:
+        if config.data.test_path is None:
+            raise ConfigError(
+                "--silos splits data.train_path and data.test_path: set data.test_path"
+            )
+        silos = split_demo(
+            resolve_path(config.data.train_path),
+            resolve_path(config.data.test_path),
+            privgate_home() / "federated" / "split",
+            silos=args.silos,
+        )
+        plan = load_plan(None, {**changes, "silos": [s.model_dump() for s in silos]})
+    with _stdout_to_stderr():
+        from flows.federated_training import federated_training
+
+        state = federated_training(
+            plan=plan,
+            config=config,
+            record_coordinator_view=args.record_coordinator_view,
+            return_state=True,
+        )
+        data = state.result(raise_on_failure=False)
+    if not isinstance(data, dict):
+        _fail(state.message or "the flow run crashed", as_json=args.json)
+        return EXIT_ERROR
+    data["message"] = state.message or ""
+    promoted = bool(data.get("model", {}).get("promoted"))
+    data["promoted"] = promoted
+    if args.json:
+        print(json.dumps(data, sort_keys=True))
+    else:
+        print(state.message or "")
+        for silo in data.get("silos", []):
+            eps = data.get("epsilon_per_silo", {}).get(silo["silo"])
+            shown = "not trained" if eps is None else f"epsilon {eps:.3f}"
+            print(f"  {silo['silo']}: {silo['members']} members, k={silo['k']}, {shown}")
+        if "per_record_statement" in data:
+            print(data["per_record_statement"])
+    return EXIT_OK if promoted else EXIT_BLOCKED
 
 
 def _init(args: argparse.Namespace) -> int:

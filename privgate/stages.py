@@ -14,6 +14,7 @@ import math
 import secrets
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -343,12 +344,27 @@ def scan_frame(
     )
 
 
-def anonymize(tables: Tables, report: ScanReport, config: PipelineConfig) -> Anonymized:
-    """Drop, mask, pseudonymize and redact by policy, then generalize to k-anonymity."""
-    return anonymize_frame(tables.train, report, config)
+def anonymize(
+    tables: Tables,
+    report: ScanReport,
+    config: PipelineConfig,
+    *,
+    levels: Mapping[str, int] | None = None,
+) -> Anonymized:
+    """Drop, mask, pseudonymize and redact by policy, then generalize to k-anonymity.
+
+    `levels` fixes the generalization (a federated silo's, shared by every silo).
+    """
+    return anonymize_frame(tables.train, report, config, levels=levels)
 
 
-def anonymize_frame(frame: pd.DataFrame, report: ScanReport, config: PipelineConfig) -> Anonymized:
+def anonymize_frame(
+    frame: pd.DataFrame,
+    report: ScanReport,
+    config: PipelineConfig,
+    *,
+    levels: Mapping[str, int] | None = None,
+) -> Anonymized:
     """Anonymize any table the pipeline's way (`privgate anonymize IN OUT`)."""
     plan = anon.plan_treatments(
         list(frame.columns),
@@ -366,6 +382,7 @@ def anonymize_frame(frame: pd.DataFrame, report: ScanReport, config: PipelineCon
         redact_score_threshold=config.pii.redact_score_threshold,
         key=anon.load_pseudonym_key(config.anonymization.pseudonym_key_env),
         target=config.data.target,
+        levels=levels,
     )
     return Anonymized(
         anonymized, result, IdentifierIndex.from_frame(frame, identifier_columns(plan))
@@ -970,7 +987,7 @@ def register(
         "privgate.lineage.test_split": _test_split(config),
         "privgate.lineage.config_sha256": config.sha256(),
         "privgate.lineage.policy_sha256": policy.sha256(),
-        "privgate.lineage.code_version": _code_version(),
+        "privgate.lineage.code_version": code_version(),
     }
     reports = report_payloads(
         validation_report=evidence.validation,
@@ -1029,6 +1046,17 @@ def _bound_of(report: AuditReport, kind: str) -> float | None:
     return None if pair is None else pair[0]
 
 
+def card_model_facts(registration: Registration, *, approved: bool) -> dict[str, Any]:
+    """Return the card's `model` section: name, version, run, status, time."""
+    return {
+        "name": registration.model_name,
+        "version": registration.version,
+        "run_id": registration.run_id,
+        "status": "approved" if approved else "rejected",
+        "created_utc": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S"),
+    }
+
+
 def model_card_facts(
     evidence: RunEvidence,
     gates: GateReport,
@@ -1042,13 +1070,7 @@ def model_card_facts(
     dp = asdict(trained.model.dp)
     kanon = report.kanon
     return {
-        "model": {
-            "name": registration.model_name,
-            "version": registration.version,
-            "run_id": registration.run_id,
-            "status": "approved" if gates.passed else "rejected",
-            "created_utc": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S"),
-        },
+        "model": card_model_facts(registration, approved=gates.passed),
         "data": {
             "rows_in": report.rows_in,
             "rows_out": report.rows_out,
@@ -1117,7 +1139,7 @@ def _test_split(config: PipelineConfig) -> str:
     )
 
 
-def _code_version() -> str:
+def code_version() -> str:
     """Return `<package version>+<git commit>` (the commit when run from a checkout)."""
     import subprocess
     from importlib.metadata import PackageNotFoundError, version

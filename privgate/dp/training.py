@@ -102,6 +102,47 @@ class AuditHooks:
     noise: bool = True
 
 
+@dataclass(frozen=True)
+class LocalSchedule:
+    """One stretch of a DP-SGD chain that runs in several parts (federated rounds).
+
+    A silo trains `training.epochs` local epochs per round, starting from the global
+    weights. Its noise multiplier is calibrated once for `plan_epochs` (every round's
+    local epochs), so the same (sigma, q) holds for the whole chain, and its accountant
+    composes `prior_steps` (the earlier rounds') with this stretch's: the report's
+    epsilon is the silo's total so far, never one round's.
+
+    Attributes:
+        initial_state: The weights to start from (`state_dict` names to arrays).
+        plan_epochs: The chain's local epochs in all, which the noise is calibrated for.
+        prior_steps: Noised steps the chain took before this stretch.
+    """
+
+    initial_state: dict[str, np.ndarray]
+    plan_epochs: int
+    prior_steps: int = 0
+
+    def load_into(self, network: nn.Module) -> None:
+        """Copy the starting weights into `network` (names and shapes must match).
+
+        Raises:
+            ConfigError: naming the first weight whose name or shape differs.
+        """
+        own = network.state_dict()
+        if set(own) != set(self.initial_state):
+            raise ConfigError("the starting weights do not name the network's layers")
+        for name, tensor in own.items():
+            value = np.asarray(self.initial_state[name], dtype=np.float32)
+            if value.shape != tuple(tensor.shape) or not np.all(np.isfinite(value)):
+                raise ConfigError(f"the starting weight {name!r} has the wrong shape or values")
+        network.load_state_dict(
+            {
+                name: torch.from_numpy(np.asarray(v, dtype=np.float32))
+                for name, v in self.initial_state.items()
+            }
+        )
+
+
 @dataclass
 class TrainedModel:
     """A trained network with its privacy report and learning curve."""
@@ -133,11 +174,15 @@ def train_model(
     *,
     training: TrainingConfig,
     audit: AuditHooks | None = None,
+    schedule: LocalSchedule | None = None,
 ) -> TrainedModel:
     """Train on (x, y) with DP-SGD (or without, when `training.dp.enabled` is false).
 
     `audit` is for the white-box audit's runs only (never for a model that is released):
-    gradient canaries, and for its control the noise off.
+    gradient canaries, and for its control the noise off. `schedule` makes this run one
+    stretch of a longer DP-SGD chain (a federated silo's local rounds, see
+    `LocalSchedule`): it starts from given weights, its noise is calibrated for the whole
+    chain, and its report accounts for every step of the chain so far.
 
     Raises:
         ConfigError: when the model fails Opacus validation or the data is too small, or
@@ -161,6 +206,8 @@ def train_model(
         network = build_network(
             model=training.model, input_width=x.shape[1], hidden_units=training.hidden_units
         )
+    if schedule is not None:
+        schedule.load_into(network)
     loader = table_loader(
         x, y, batch_size=training.batch_size, generator=torch.Generator().manual_seed(seed)
     )
@@ -179,6 +226,7 @@ def train_model(
             epochs=training.epochs,
             max_physical_batch_size=training.max_physical_batch_size,
             audit=audit,
+            plan_epochs=None if schedule is None else schedule.plan_epochs,
         )
     else:
         loop = TrainingLoop(network, network, optimizer, loader, plain_step(network, optimizer))
@@ -186,7 +234,12 @@ def train_model(
     network = loop.model
     network.eval()
     if loop.engine is not None and not loop.noise_off:
-        report = _dp_report(loop, dp=dp, loop_steps=steps)
+        report = _dp_report(
+            loop,
+            dp=dp,
+            loop_steps=steps,
+            prior_steps=0 if schedule is None else schedule.prior_steps,
+        )
     else:
         report = DpReport(
             enabled=False,
@@ -210,8 +263,14 @@ def train_model(
     )
 
 
-def _dp_report(loop: TrainingLoop, *, dp: DpConfig, loop_steps: int) -> DpReport:
-    """Return what the accountants certify for the steps the optimizer actually took."""
+def _dp_report(
+    loop: TrainingLoop, *, dp: DpConfig, loop_steps: int, prior_steps: int = 0
+) -> DpReport:
+    """Return what the accountants certify for the steps the optimizer actually took.
+
+    `prior_steps` are the chain's earlier noised steps with the same (sigma, q), taken by
+    earlier runs (a silo's previous rounds): the report covers all of them.
+    """
     engine, optimizer = loop.engine, loop.optimizer
     # The accountant's own history is the truth: it counts the noised steps that ran.
     steps = sum(int(entry[2]) for entry in engine.accountant.history)
@@ -221,10 +280,24 @@ def _dp_report(loop: TrainingLoop, *, dp: DpConfig, loop_steps: int) -> DpReport
             "the reported epsilon would not describe the training"
         )
     sample_rate = float(loop.loader.sample_rate)
-    epsilon = _finite_positive(float(engine.get_epsilon(dp.target_delta)), dp.accountant)
+    sigma = float(optimizer.noise_multiplier)
+    if prior_steps:
+        steps += prior_steps
+        epsilon = _finite_positive(
+            accountant_epsilon(
+                accountant=dp.accountant,
+                noise_multiplier=sigma,
+                sample_rate=sample_rate,
+                steps=steps,
+                delta=dp.target_delta,
+            ),
+            dp.accountant,
+        )
+    else:
+        epsilon = _finite_positive(float(engine.get_epsilon(dp.target_delta)), dp.accountant)
     cross_name, cross_epsilon = cross_check_epsilon(
         accountant=dp.accountant,
-        noise_multiplier=float(optimizer.noise_multiplier),
+        noise_multiplier=sigma,
         sample_rate=sample_rate,
         steps=steps,
         delta=dp.target_delta,
@@ -327,6 +400,7 @@ def privatize(
     epochs: int,
     max_physical_batch_size: int = 4096,
     audit: AuditHooks | None = None,
+    plan_epochs: int | None = None,
 ) -> TrainingLoop:
     """Wrap model, optimizer and loader for DP-SGD, refusing what the accounting can't see.
 
@@ -356,7 +430,8 @@ def privatize(
         target_epsilon=dp.target_epsilon,
         target_delta=dp.target_delta,
         sample_rate=1.0 / len(loader),
-        steps=epochs * len(loader),
+        # A stretch of a longer chain is calibrated for the whole chain.
+        steps=(plan_epochs or epochs) * len(loader),
         accountant=dp.accountant,
     )
     noise_generator = (
@@ -611,6 +686,17 @@ def cross_check_epsilon(
     other = RDPAccountant() if name == "rdp" else PRVAccountant()
     other.history = [(noise_multiplier, sample_rate, steps)]
     return name, _finite_positive(float(other.get_epsilon(delta)), name)
+
+
+def accountant_epsilon(
+    *, accountant: str, noise_multiplier: float, sample_rate: float, steps: int, delta: float
+) -> float:
+    """Return `accountant`'s epsilon for `steps` Poisson-sampled Gaussian steps."""
+    from opacus.accountants import create_accountant
+
+    acct = create_accountant(mechanism=accountant)
+    acct.history = [(noise_multiplier, sample_rate, steps)]
+    return float(acct.get_epsilon(delta=delta))
 
 
 def _cross_check_name(accountant: str) -> str:

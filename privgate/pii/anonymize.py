@@ -226,8 +226,11 @@ def anonymize_table(
     redact_score_threshold: float | None = None,
     key: bytes,
     target: str | None = None,
+    levels: Mapping[str, int] | None = None,
 ) -> tuple[pd.DataFrame, AnonymizationReport]:
     """Apply `plan` to `frame`, then generalize quasi-identifiers to k-anonymity.
+
+    `levels` fixes the generalization instead of searching for it (federated silos).
 
     With `anonymization.l_diversity` set, every released class must also hold `l`
     distinct values of its sensitive column, `target` (the label column) by default.
@@ -260,6 +263,7 @@ def anonymize_table(
         max_suppression=anonymization.max_suppression,
         sensitive=sensitive,
         l=l,
+        levels=levels,
     )
     out, _ = apply_generalization(
         out,

@@ -936,8 +936,13 @@ def find_k_anonymous_generalization(
     max_suppression: float,
     sensitive: str | None = None,
     l: int = 1,  # noqa: E741 - the l of l-diversity
+    levels: Mapping[str, int] | None = None,
 ) -> KAnonymityResult:
     """Find the full-domain generalization of least information loss that is k-anonymous.
+
+    With `levels` the node is given, not searched (federated silos share one encoding,
+    at levels no silo finds too fine): it is evaluated as the search would, so a node
+    that is not k-anonymous within the suppression budget reports its real `k_achieved`.
 
     With `l` > 1 every released class must also be distinct l-diverse: hold at least
     `l` distinct values of the `sensitive` column, missing counting as one value.
@@ -1014,6 +1019,14 @@ def find_k_anonymous_generalization(
         budget=budget,
         sensitive=None if sensitive_codes is None else _Sensitive(*sensitive_codes, l_target=l),
     )
+    if levels is not None:
+        node = tuple(int(levels.get(column, 0)) for column in columns)
+        for column, level, height in zip(columns, node, heights, strict=True):
+            if not 0 <= level < height:
+                raise ConfigError(f"level {level} of quasi-identifier {column!r} is out of range")
+        return _result(
+            quasi_identifiers, node, targets, search.evaluate(node), rows=rows, evaluated=1
+        )
     chosen = search.run()
     if chosen is None:
         # Even the top node fails: its one class of every row is smaller than k and

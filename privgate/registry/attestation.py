@@ -46,10 +46,16 @@ class Attestation:
     policy_sha256: str
     key_id: str
     format: str = FORMAT
+    # A federated model's silos: each one's table hash, epsilon, k and gate verdicts
+    # (`privgate.federated.evidence.attestation_silos`); absent for central training.
+    silos: list[dict[str, Any]] | None = None
 
     def payload(self) -> bytes:
-        """Return the canonical bytes that are signed."""
-        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":")).encode()
+        """Return the canonical bytes that are signed (no `silos` key when central)."""
+        data = asdict(self)
+        if data["silos"] is None:
+            del data["silos"]
+        return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
 
     @classmethod
     def from_payload(cls, payload: bytes) -> Attestation:

@@ -198,8 +198,10 @@ def verify_registry(name: str | None = None) -> list[dict[str, Any]]:
             row: dict[str, Any] = {"model": model.name, "alias": alias, "version": str(version)}
             with tempfile.TemporaryDirectory() as tmp:
                 try:
-                    verify_version(model.name, alias=alias, download_to=Path(tmp))
+                    verified = verify_version(model.name, alias=alias, download_to=Path(tmp))
                     row |= {"ok": True, "reason": ""}
+                    if verified.attestation.silos is not None:  # a federated model
+                        row["silos"] = verified.attestation.silos
                 except RefusedError as exc:
                     row |= {"ok": False, "reason": str(exc)}
             rows.append(row)

@@ -106,6 +106,7 @@ def log_and_register(
     text_artifacts: Mapping[str, str],
     run_key: str,
     promotion_lock: PromotionLock | None = None,
+    silos: list[dict[str, Any]] | None = None,
 ) -> Registration:
     """Log one training run, register its model once, sign and promote it if approved.
 
@@ -157,6 +158,7 @@ def log_and_register(
             epsilon=epsilon,
             delta=delta,
             policy_sha256=policy_sha256,
+            silos=silos,
         )
         promoted = _promote(client, model_name, alias, version, promotion_lock)
     return Registration(model_name=model_name, version=version, run_id=run_id, promoted=promoted)
@@ -253,6 +255,7 @@ def _sign_version(
     epsilon: float,
     delta: float,
     policy_sha256: str,
+    silos: list[dict[str, Any]] | None = None,
 ) -> None:
     import mlflow
 
@@ -272,6 +275,7 @@ def _sign_version(
         delta=delta,
         policy_sha256=policy_sha256,
         key_id=attestation.key_id(key.public_key()),
+        silos=silos,
     )
     client.log_text(run_id, statement.payload().decode(), attestation_path(version))
     client.set_model_version_tag(

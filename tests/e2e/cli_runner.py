@@ -46,3 +46,13 @@ def run_cli(
         check=False,
     )
     return Run(done.returncode, done.stdout, done.stderr)
+
+
+def leaks(home: Path, files: list[Path], needles: list[str]) -> list[str]:
+    """Return `file: needle` for every planted needle found in the given files' bytes."""
+    return [
+        f"{path.relative_to(home)}: {needle}"
+        for path in files
+        for needle in needles
+        if needle.encode() in path.read_bytes()
+    ]

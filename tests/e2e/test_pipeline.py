@@ -22,7 +22,7 @@ import pandas as pd
 import pytest
 
 from privgate.data.demo_data import write_demo_data
-from tests.e2e.cli_runner import Run, run_cli
+from tests.e2e.cli_runner import Run, leaks, run_cli
 
 pytestmark = pytest.mark.e2e
 
@@ -191,14 +191,7 @@ def test_when_runs_finish_then_no_canary_reaches_anything_written(runs: dict) ->
     assert any(p.name.startswith("prefect.db") for p in files)
     assert any("mlartifacts" in p.parts for p in files)
 
-    leaks = [
-        f"{path.relative_to(runs['home'])}: {needle}"
-        for path in files
-        for needle in [*NEEDLES, BAD_CATEGORY]
-        if needle.encode() in path.read_bytes()
-    ]
-
-    assert leaks == []
+    assert leaks(Path(runs["home"]), files, [*NEEDLES, BAD_CATEGORY]) == []
 
 
 def test_when_runs_finish_then_no_canary_reaches_the_terminal(runs: dict) -> None:

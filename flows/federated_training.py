@@ -1,0 +1,124 @@
+"""The `federated-training` flow: privgate's gates around Flower's SecAgg+ rounds.
+
+    per silo: propose-levels -> [coarsest levels] -> prepare-silo (ingest, validate,
+              preflight, scan-pii, anonymize, verify) -> [every silo's data gates]
+              -> reserve-silo-budget
+    train-federated (SuperLink + one SuperNode per silo, DP-SGD in each, SecAgg+ sums)
+    per silo: audit-silo (ledger settled, the central audit on its own data)
+    -> [global gates + every silo's gates] -> register-federated-model
+
+Any silo's failing evidence blocks promotion, and the message names the silo.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from prefect import flow
+from prefect.states import Completed, Failed, State
+
+from privgate.config import PipelineConfig, load_config, load_policy
+from privgate.data.features import input_width
+from privgate.federated.evidence import (
+    PER_RECORD_STATEMENT,
+    blocked_before_training,
+    judge_federation,
+)
+from privgate.federated.plan import FederatedPlan
+from privgate.federated.registry import shared_feature_spec
+from privgate.federated.silo import common_levels
+from privgate.home import privgate_home
+from tasks.federated import (
+    audit_silo,
+    prepare_silo,
+    propose_silo_levels,
+    register_federated_model,
+    reserve_silo_budget,
+    train_federated,
+)
+
+DEFAULT_CONFIG = load_config()
+
+
+@flow(name="federated-training", persist_result=False, validate_parameters=True)
+def federated_training(
+    plan: FederatedPlan,
+    config: PipelineConfig = DEFAULT_CONFIG,
+    workdir: str | None = None,
+    record_coordinator_view: bool = False,
+) -> State[Any]:
+    """Train one model across silos that keep their rows; promote it only through every gate."""
+    started = time.perf_counter()
+    policy = load_policy()
+    root = Path(workdir) if workdir else privgate_home() / "federated" / "runs"
+    folders = {s.name: root / "silos" / s.name for s in plan.silos}
+    levels = common_levels([propose_silo_levels(s, config, plan) for s in plan.silos])
+    silos = [prepare_silo(s, config, policy, plan, folders[s.name], levels) for s in plan.silos]
+    summary: dict[str, Any] = {
+        "mode": "federated",
+        "silos": [
+            {
+                "silo": s.silo,
+                "rows_in": s.rows_in,
+                "members": s.members,
+                "k": s.k_achieved,
+                "blocked": s.blocked,
+            }
+            for s in silos
+        ],
+        "levels": levels,
+    }
+    blocked = [s for s in silos if s.blocked]
+    if blocked:
+        gates = blocked_before_training(silos)
+        summary.update(passed=False, gates=gates.to_dict(), seconds=time.perf_counter() - started)
+        names = ", ".join(f"silo {s.silo}: {s.blocked}" for s in blocked)
+        return Failed(message=f"blocked before training: {names}", data=summary)
+    for s, evidence in zip(plan.silos, silos, strict=True):
+        reserve_silo_budget(s, config, policy, plan, folders[s.name], evidence)
+    spec = shared_feature_spec(config, levels)
+    result = train_federated(
+        plan,
+        folders,
+        config,
+        input_width(spec),
+        float(max(s.members for s in silos)),
+        root / "federation",
+        record_coordinator_view,
+    )
+    audits = [
+        audit_silo(s, config, policy, plan, folders[s.name], result.weights) for s in plan.silos
+    ]
+    gates = judge_federation(silos, audits, policy)
+    federation = {"rounds": result.rounds, "seconds": result.seconds}
+    registration = register_federated_model(
+        weights=result.weights,
+        feature_spec=spec,
+        silos=silos,
+        audits=audits,
+        gates=gates,
+        config=config,
+        policy=policy,
+        plan=plan,
+        federation=federation,
+    )
+    epsilons = {a.silo: a.dp["epsilon_spent"] for a in audits}
+    summary.update(
+        passed=gates.passed,
+        gates=gates.to_dict(),
+        epsilon_per_silo=epsilons,
+        epsilon=max(epsilons.values()),
+        per_record_statement=PER_RECORD_STATEMENT,
+        federation=federation,
+        model={
+            "name": registration.model_name,
+            "version": registration.version,
+            "promoted": registration.promoted,
+        },
+        seconds=time.perf_counter() - started,
+    )
+    if not gates.passed:
+        return Failed(message=f"blocked: {gates.failure_message()}", data=summary)
+    return Completed(message=f"promoted version {registration.version}", data=summary)

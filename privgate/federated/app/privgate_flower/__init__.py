@@ -1,0 +1,1 @@
+"""privgate's Flower app: federated DP-SGD whose every round is summed by SecAgg+."""

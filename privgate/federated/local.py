@@ -1,0 +1,112 @@
+"""A silo's local DP-SGD round: what Flower's ClientApp calls inside the silo.
+
+Imports only privgate's DP training (torch, Opacus, numpy, pydantic): it runs in the
+Flower environment, which holds none of the data stages' libraries. Everything it reads
+and writes is in the silo's own folder: its encoded training rows (`train.npz`, written
+by `privgate.federated.silo.prepare`), its training settings and its running DP
+accounting (`dp_state.json`), which is written before an update leaves the silo.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from privgate.config import TrainingConfig
+from privgate.dp.training import LocalSchedule, build_network, train_model
+
+TRAIN_FILE = "train.npz"
+SETTINGS_FILE = "training.json"
+DP_STATE_FILE = "dp_state.json"
+
+
+def write_settings(folder: Path, training: TrainingConfig, *, plan_epochs: int) -> None:
+    """Record the silo's local training settings (epochs = local epochs per round)."""
+    payload = {"training": training.model_dump(mode="json"), "plan_epochs": plan_epochs}
+    (folder / SETTINGS_FILE).write_text(json.dumps(payload, sort_keys=True))
+
+
+def read_settings(folder: Path) -> tuple[TrainingConfig, int]:
+    payload = json.loads((folder / SETTINGS_FILE).read_text())
+    return TrainingConfig.model_validate(payload["training"]), int(payload["plan_epochs"])
+
+
+def read_dp_state(folder: Path) -> dict[str, object]:
+    """Return the silo's accounting so far ({} before its first round)."""
+    path = folder / DP_STATE_FILE
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def weight_names(training: TrainingConfig, input_width: int) -> list[str]:
+    """Return the network's weight names, in the order updates are exchanged."""
+    network = build_network(
+        model=training.model, input_width=input_width, hidden_units=training.hidden_units
+    )
+    return list(network.state_dict())
+
+
+def initial_weights(training: TrainingConfig, input_width: int) -> list[np.ndarray]:
+    """Return the seeded initial weights (the same in every silo and at the coordinator)."""
+    import torch
+
+    torch.manual_seed(training.seed)
+    network = build_network(
+        model=training.model, input_width=input_width, hidden_units=training.hidden_units
+    )
+    return [t.detach().numpy().copy() for t in network.state_dict().values()]
+
+
+def local_round(folder: Path, weights: list[np.ndarray]) -> tuple[list[np.ndarray], int]:
+    """Train this round's local epochs from the global `weights`; return the update.
+
+    The update is the difference between the silo's weights after its local DP-SGD
+    steps and the global weights it started from (what SecAgg+ sums). The silo's
+    accounting (`dp_state.json`: every noised step so far, sigma, q, epsilon) is written
+    before the update is returned.
+    """
+    training, plan_epochs = read_settings(folder)
+    with np.load(folder / TRAIN_FILE) as data:
+        x, y = data["members_x"], data["members_y"]
+    names = weight_names(training, x.shape[1])
+    if len(weights) != len(names):
+        raise ValueError(f"the global model has {len(weights)} weights, the silo's {len(names)}")
+    state = read_dp_state(folder)
+    prior = int(state.get("steps", 0))  # type: ignore[arg-type]
+    schedule = LocalSchedule(
+        initial_state=dict(zip(names, weights, strict=True)),
+        plan_epochs=plan_epochs,
+        prior_steps=prior,
+    )
+    model = train_model(x, y, training=training, schedule=schedule)
+    after = [t.detach().numpy() for t in model.network.state_dict().values()]
+    dp = model.dp
+    _write_atomic(
+        folder / DP_STATE_FILE,
+        {
+            "rounds": int(state.get("rounds", 0)) + 1,  # type: ignore[call-overload]
+            "steps": dp.steps,
+            "noise_multiplier": dp.noise_multiplier,
+            "sample_rate": dp.sample_rate,
+            "epsilon": dp.epsilon,
+            "epsilon_cross_check": dp.epsilon_cross_check,
+            "accountant": dp.accountant,
+            "accountant_cross_check": dp.accountant_cross_check,
+            "delta": dp.delta,
+            "max_grad_norm": dp.max_grad_norm,
+            "clipping": dp.clipping,
+            "secure_mode": dp.secure_mode,
+        },
+    )
+    return [
+        (a - np.asarray(w, dtype=np.float32)).astype(np.float32)
+        for a, w in zip(after, weights, strict=True)
+    ], len(x)
+
+
+def _write_atomic(path: Path, payload: dict[str, object]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(payload, sort_keys=True))
+    os.replace(tmp, path)
