@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow
+from prefect.runtime import flow_run
 from prefect.states import Completed, Failed, State
 
 from privgate.config import PipelineConfig, load_config, load_policy
@@ -28,7 +29,7 @@ from privgate.federated.evidence import (
 )
 from privgate.federated.plan import FederatedPlan
 from privgate.federated.registry import shared_feature_spec
-from privgate.federated.silo import common_levels
+from privgate.federated.silo import common_levels, require_dp
 from privgate.home import privgate_home
 from tasks.federated import (
     audit_silo,
@@ -51,8 +52,10 @@ def federated_training(
 ) -> State[Any]:
     """Train one model across silos that keep their rows; promote it only through every gate."""
     started = time.perf_counter()
+    require_dp(config)
     policy = load_policy()
-    root = Path(workdir) if workdir else privgate_home() / "federated" / "runs"
+    # One folder per run: a concurrent run must never touch this run's silo accounting.
+    root = Path(workdir) if workdir else privgate_home() / "federated" / "runs" / str(flow_run.id)
     folders = {s.name: root / "silos" / s.name for s in plan.silos}
     levels = common_levels([propose_silo_levels(s, config, plan) for s in plan.silos])
     silos = [prepare_silo(s, config, policy, plan, folders[s.name], levels) for s in plan.silos]

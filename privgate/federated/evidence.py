@@ -10,6 +10,7 @@ view to pass; a gate of silo `s` is reported as `s/<gate>`.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from audits.gates import Evidence, GateReport, GateResult, run_gates
@@ -17,10 +18,14 @@ from privgate.config import PrivacyPolicy
 from privgate.federated.silo import SiloAudit, SiloEvidence
 
 PER_RECORD_STATEMENT = (
-    "Each record is in one silo, and only that silo's DP-SGD steps touch it; the global "
-    "model averages the silos' updates (post-processing), so it is (epsilon, delta)-DP per "
-    "record with epsilon and delta the largest of any silo's (parallel composition). "
-    "SecAgg+ hides each silo's update from the coordinator; it adds no DP of its own."
+    "Assuming each person's records are in one silo (the silos are disjoint, as the demo's "
+    "split guarantees), only that silo's DP-SGD steps touch them; the global model averages "
+    "the silos' updates (post-processing), so it is (epsilon, delta)-DP per record with "
+    "epsilon and delta the largest of any silo's (parallel composition). A person held by "
+    "several silos is protected by the sum of their epsilons. SecAgg+ hides each silo's "
+    "update from the coordinator; it adds no DP of its own. The shared generalization "
+    "levels, the counts, the audit figures and the accuracy are released outside the "
+    "guarantee."
 )
 
 
@@ -88,7 +93,7 @@ def _results(silo: str, report: dict[str, Any]) -> list[GateResult]:
             name=f"{silo}/{g['name']}",
             passed=bool(g["passed"]),
             value=g["value"],
-            threshold=float(g["threshold"]),
+            threshold=math.nan if g["threshold"] is None else float(g["threshold"]),
             comparison=g["comparison"],
             details=g.get("details", ""),
             inconclusive=bool(g.get("inconclusive", False)),

@@ -59,7 +59,17 @@ def initial_weights(training: TrainingConfig, input_width: int) -> list[np.ndarr
     return [t.detach().numpy().copy() for t in network.state_dict().values()]
 
 
-def local_round(folder: Path, weights: list[np.ndarray]) -> tuple[list[np.ndarray], int]:
+class RoundRefusedError(RuntimeError):
+    """The silo refuses a round its accounting or its budget does not cover."""
+
+
+def local_round(
+    folder: Path,
+    weights: list[np.ndarray],
+    *,
+    server_round: int | None = None,
+    clipping_range: float | None = None,
+) -> tuple[list[np.ndarray], int]:
     """Train this round's local epochs from the global `weights`; return the update.
 
     The update is the difference between the silo's weights after its local DP-SGD
@@ -74,6 +84,14 @@ def local_round(folder: Path, weights: list[np.ndarray]) -> tuple[list[np.ndarra
     if len(weights) != len(names):
         raise ValueError(f"the global model has {len(weights)} weights, the silo's {len(names)}")
     state = read_dp_state(folder)
+    done = int(state.get("rounds", 0))  # type: ignore[call-overload]
+    if done >= plan_epochs // training.epochs:
+        raise RoundRefusedError("the silo has trained every round its budget was reserved for")
+    if server_round is not None and server_round != done + 1:
+        # A lost or stale dp_state.json would restart the silo's accounting at zero.
+        raise RoundRefusedError(
+            f"round {server_round} asked, but the silo's accounting records {done} rounds"
+        )
     prior = int(state.get("steps", 0))  # type: ignore[arg-type]
     schedule = LocalSchedule(
         initial_state=dict(zip(names, weights, strict=True)),
@@ -100,10 +118,24 @@ def local_round(folder: Path, weights: list[np.ndarray]) -> tuple[list[np.ndarra
             "secure_mode": dp.secure_mode,
         },
     )
-    return [
+    update = [
         (a - np.asarray(w, dtype=np.float32)).astype(np.float32)
         for a, w in zip(after, weights, strict=True)
-    ], len(x)
+    ]
+    # SecAgg+ clips to +/- clipping_range before quantizing (NaN becomes a large finite
+    # value): the coordinator cannot see a bad update, so the silo refuses to send one.
+    # The steps were taken and are accounted for above.
+    if not all(np.all(np.isfinite(u)) for u in update):
+        raise RoundRefusedError("the silo's update is not finite (training diverged)")
+    if (
+        clipping_range is not None
+        and max(float(np.max(np.abs(u))) for u in update) > clipping_range
+    ):
+        raise RoundRefusedError(
+            "the silo's update exceeds secagg.clipping_range and would be clipped; "
+            "lower training.learning_rate or raise secagg.clipping_range"
+        )
+    return update, len(x)
 
 
 def _write_atomic(path: Path, payload: dict[str, object]) -> None:

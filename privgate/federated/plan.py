@@ -16,7 +16,9 @@ class SecAggConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    num_shares: int = Field(default=3, ge=2, description="Shamir shares per silo's secrets.")
+    num_shares: int = Field(
+        default=3, ge=3, le=1024, description="Shamir shares per silo's secrets (Flower: > 2)."
+    )
     reconstruction_threshold: int = Field(
         default=2, ge=2, description="Shares needed to rebuild a dropped silo's masks."
     )
@@ -54,8 +56,8 @@ class FederatedPlan(BaseModel):
         names = [s.name for s in self.silos]
         if len(set(names)) != len(names):
             raise ValueError("silo names must be unique")
-        if self.secagg.reconstruction_threshold > self.secagg.num_shares:
-            raise ValueError("secagg.reconstruction_threshold exceeds secagg.num_shares")
+        if self.secagg.reconstruction_threshold >= self.secagg.num_shares:
+            raise ValueError("secagg.reconstruction_threshold must be below secagg.num_shares")
         if self.secagg.num_shares > len(self.silos):
             raise ValueError(
                 f"secagg.num_shares={self.secagg.num_shares} exceeds the {len(self.silos)} silos"

@@ -111,8 +111,9 @@ class Federation:
     def stop(self, name: str) -> None:
         """Kill one process and everything it started (its session)."""
         process = self.processes.pop(name, None)
-        if process is None or process.poll() is not None:
+        if process is None:
             return
+        # The group too when the leader is gone: its children may still run.
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGTERM)
         try:
@@ -250,7 +251,7 @@ def train_federated(
     if error_file.exists():
         detail = json.loads(error_file.read_text())
         raise FederationError(f"the federated run failed: {detail['message']}")
-    if not weights_file.exists():
+    if not weights_file.exists() or runner.returncode != 0:
         raise FederationError(
             f"the federated run ended without a global model (flwr run exit code "
             f"{runner.returncode}; logs in {folder})"

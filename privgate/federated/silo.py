@@ -26,7 +26,7 @@ from privgate import stages
 from privgate.config import PipelineConfig, PrivacyPolicy
 from privgate.dp.ledger import PrivacyLedger
 from privgate.dp.training import DpReport, TrainedModel, accuracy, build_network
-from privgate.errors import AccountingError, ValidationFailedError
+from privgate.errors import AccountingError, ConfigError, ValidationFailedError
 from privgate.federated import local
 from privgate.federated.plan import FederatedPlan, Silo
 from privgate.preflight import preflight
@@ -72,8 +72,22 @@ class SiloAudit:
     failure: str
 
 
+def require_dp(config: PipelineConfig) -> None:
+    """Refuse federated training without DP: the coordinator would apply unnoised sums.
+
+    Raises:
+        ConfigError: when `training.dp.enabled` is false.
+    """
+    if not config.training.dp.enabled:
+        raise ConfigError(
+            "federated training needs training.dp.enabled=true: each silo's updates leave "
+            "it, and only DP-SGD bounds what they say about its records"
+        )
+
+
 def silo_config(base: PipelineConfig, silo: Silo, plan: FederatedPlan) -> PipelineConfig:
     """Return the pipeline config a silo runs: its own tables, its local epochs."""
+    require_dp(base)
     data = base.data.model_copy(
         update={"train_path": silo.train_path, "test_path": silo.test_path, "test_fraction": None}
     )

@@ -46,7 +46,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     for row in range(20, 26):
         for column, value in CANARIES.items():
             frame.loc[row, column] = value
-        frame.loc[row, "ssn"] = f"372-45-{5500 + row}"
+        frame.loc[row, "ssn"] = f"372-45-{5499 + row}"  # 5519 in row 20
         frame.loc[row, "notes"] = f"Call Vexmoor Quillane at (312) 555-5519 about row {row}."
     frame.to_csv(train, index=False)
     results: dict[str, object] = {"home": home}
@@ -151,8 +151,8 @@ def _flat(path: Path, *, skip: int = 0) -> np.ndarray:
 
 def test_when_the_coordinator_sums_then_it_never_holds_one_silos_update(runs: dict) -> None:
     home = Path(runs["home"])
-    out = home / "federated" / "runs" / "federation" / "out"
-    silos = home / "federated" / "runs" / "silos"
+    (run,) = [p for p in (home / "federated" / "runs").iterdir() if (p / "federation").exists()]
+    out, silos = run / "federation" / "out", run / "silos"
     received = sorted(out.glob("received-1-*.npz"))
     assert len(received) == 3
     updates = {n: _flat(silos / n / "update-1.npz") for n in ("silo-1", "silo-2", "silo-3")}

@@ -156,8 +156,10 @@ def _silos(n: int = 3) -> list[Silo]:
 def test_when_a_plan_is_inconsistent_then_it_is_refused_naming_the_field(tmp_path) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(ValidationError, match="unique"):
         FederatedPlan(silos=[*_silos(2), _silos(1)[0]])
-    with pytest.raises(ValidationError, match="reconstruction_threshold"):
-        FederatedPlan(silos=_silos(), secagg={"num_shares": 2, "reconstruction_threshold": 3})
+    with pytest.raises(ValidationError, match="must be below"):
+        FederatedPlan(silos=_silos(), secagg={"num_shares": 3, "reconstruction_threshold": 3})
+    with pytest.raises(ValidationError, match="num_shares"):
+        FederatedPlan(silos=_silos(), secagg={"num_shares": 2, "reconstruction_threshold": 2})
     (tmp_path / "plan.yaml").write_text("rounds: 0\nsilos: []\n")
     with pytest.raises(ConfigError, match=r"plan\.yaml: rounds"):
         load_plan(tmp_path / "plan.yaml")
@@ -259,3 +261,49 @@ def test_when_a_silo_lacks_the_independent_verifier_then_the_residual_gate_fails
 
     failed = {r.name for r in report.failed}
     assert "residual_pii" in failed
+
+
+def _silo_folder(tmp_path, rounds: int = 2):  # type: ignore[no-untyped-def]
+    from privgate.federated import local
+
+    x, y = _toy(600)
+    np.savez(tmp_path / local.TRAIN_FILE, members_x=x, members_y=y)
+    training = TrainingConfig(features=["f"], model="logistic", epochs=1, batch_size=100)
+    local.write_settings(tmp_path, training, plan_epochs=rounds)
+    return local, local.initial_weights(training, x.shape[1])
+
+
+def test_when_a_silo_is_asked_for_rounds_its_budget_does_not_cover_then_it_refuses(
+    tmp_path,  # type: ignore[no-untyped-def]
+) -> None:
+    local, weights = _silo_folder(tmp_path, rounds=2)
+
+    with pytest.raises(local.RoundRefusedError, match="accounting records 0 rounds"):
+        local.local_round(tmp_path, weights, server_round=2)  # a lost dp_state.json
+    update, n = local.local_round(tmp_path, weights, server_round=1)
+    first = local.read_dp_state(tmp_path)
+    local.local_round(
+        tmp_path, [w + u for w, u in zip(weights, update, strict=True)], server_round=2
+    )
+    second = local.read_dp_state(tmp_path)
+
+    assert n == 600
+    assert second["steps"] == 2 * first["steps"]
+    assert first["epsilon"] < second["epsilon"]
+    with pytest.raises(local.RoundRefusedError, match="every round"):
+        local.local_round(tmp_path, weights, server_round=3)
+
+
+def test_when_an_update_would_be_clipped_by_secagg_then_the_silo_refuses_it(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    local, weights = _silo_folder(tmp_path)
+
+    with pytest.raises(local.RoundRefusedError, match="clipping_range"):
+        local.local_round(tmp_path, weights, server_round=1, clipping_range=1e-9)
+
+
+def test_when_dp_is_off_then_federated_training_is_refused() -> None:
+    from privgate.config import load_config
+    from privgate.federated.silo import require_dp
+
+    with pytest.raises(ConfigError, match=r"dp\.enabled"):
+        require_dp(load_config(overrides=["training.dp.enabled=false"]))

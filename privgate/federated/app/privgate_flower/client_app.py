@@ -22,14 +22,20 @@ from privgate.federated.local import local_round
 class SiloClient(NumPyClient):
     """Train from the global weights; return the update (weights after - before)."""
 
-    def __init__(self, folder: Path, record_updates: bool) -> None:
+    def __init__(self, folder: Path, record_updates: bool, clipping_range: float) -> None:
         self.folder = folder
         self.record_updates = record_updates
+        self.clipping_range = clipping_range
 
     def fit(self, parameters, config):  # type: ignore[no-untyped-def]
-        update, n = local_round(self.folder, [np.asarray(p) for p in parameters])
+        round_ = int(config["server-round"]) if config and "server-round" in config else None
+        update, n = local_round(
+            self.folder,
+            [np.asarray(p) for p in parameters],
+            server_round=round_,
+            clipping_range=self.clipping_range,
+        )
         if self.record_updates:  # the silo's own copy, for the coordinator-view audit
-            round_ = int(config.get("server-round", 0)) if config else 0
             np.savez(self.folder / f"update-{round_}.npz", *update)
         return update, n, {}
 
@@ -37,7 +43,8 @@ class SiloClient(NumPyClient):
 def client_fn(context: Context):  # type: ignore[no-untyped-def]
     folder = Path(str(context.node_config["silo-dir"]))
     record = bool(context.run_config.get("record-updates", False))
-    return SiloClient(folder, record).to_client()
+    clipping = float(context.run_config.get("clipping-range", 8.0))
+    return SiloClient(folder, record, clipping).to_client()
 
 
 app = ClientApp(client_fn=client_fn, mods=[secaggplus_mod])
