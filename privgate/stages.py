@@ -40,7 +40,7 @@ from privgate.data.validation import (
     suite_columns,
     validate_table,
 )
-from privgate.dp.ledger import PrivacyLedger
+from privgate.dp.ledger import LedgerEntry, PrivacyLedger
 from privgate.dp.training import (
     AuditHooks,
     DpReport,
@@ -567,6 +567,27 @@ def non_private(training: TrainingConfig) -> TrainingConfig:
     return training.model_copy(update={"dp": training.dp.model_copy(update={"enabled": False})})
 
 
+def reserve_record_budget(
+    dataset_sha256: str, config: PipelineConfig, policy: PrivacyPolicy, *, run_key: str, note: str
+) -> LedgerEntry:
+    """Reserve the config's target (epsilon, delta) on the dataset, within the policy's lifetime.
+
+    Raises:
+        PrivacyBudgetExceededError: when the dataset has no budget left.
+    """
+    dp = config.training.dp
+    return PrivacyLedger().reserve(
+        dataset_sha256=dataset_sha256,
+        privacy_unit="record",
+        epsilon=dp.target_epsilon,
+        delta=dp.target_delta,
+        lifetime_epsilon=policy.lifetime_epsilon,
+        lifetime_delta=policy.lifetime_delta,
+        run_key=run_key,
+        note=note,
+    )
+
+
 def _train_charged(
     x: np.ndarray,
     y: np.ndarray,
@@ -587,20 +608,16 @@ def _train_charged(
                 "(allow_non_private: false); the refusal is recorded in the ledger"
             )
         return train_model(x, y, training=config.training)
-    ledger = PrivacyLedger()
-    entry = ledger.reserve(
-        dataset_sha256=tables.train_sha256,
-        privacy_unit="record",
-        epsilon=dp.target_epsilon,
-        delta=dp.target_delta,
-        lifetime_epsilon=policy.lifetime_epsilon,
-        lifetime_delta=policy.lifetime_delta,
+    entry = reserve_record_budget(
+        tables.train_sha256,
+        config,
+        policy,
         run_key=run_key,
         note=f"{config.training.model}, {config.training.epochs} epochs",
     )
     # A run that fails after reserving keeps its debit: it may have taken noisy steps.
     model = train_model(x, y, training=config.training)
-    ledger.settle(entry.entry_id, epsilon=model.dp.epsilon_spent, delta=model.dp.delta)
+    PrivacyLedger().settle(entry.entry_id, epsilon=model.dp.epsilon_spent, delta=model.dp.delta)
     return model
 
 

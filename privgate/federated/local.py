@@ -48,6 +48,24 @@ def weight_names(training: TrainingConfig, input_width: int) -> list[str]:
     return list(network.state_dict())
 
 
+def network_with(training: TrainingConfig, input_width: int, weights: list[np.ndarray]):  # type: ignore[no-untyped-def]
+    """Return the network holding `weights` (in exchange order), in eval mode."""
+    import torch
+
+    network = build_network(
+        model=training.model, input_width=input_width, hidden_units=training.hidden_units
+    )
+    names = list(network.state_dict())
+    network.load_state_dict(
+        {
+            n: torch.from_numpy(np.asarray(w, dtype=np.float32))
+            for n, w in zip(names, weights, strict=True)
+        }
+    )
+    network.eval()
+    return network
+
+
 def initial_weights(training: TrainingConfig, input_width: int) -> list[np.ndarray]:
     """Return the seeded initial weights (the same in every silo and at the coordinator)."""
     import torch

@@ -13,8 +13,8 @@ from privgate import stages
 from privgate.config import PipelineConfig, PrivacyPolicy
 from privgate.data.features import build_feature_spec, input_width
 from privgate.data.validation import public_domains
-from privgate.dp.training import build_network
 from privgate.federated.evidence import PER_RECORD_STATEMENT, attestation_silos, global_evidence
+from privgate.federated.local import network_with
 from privgate.federated.plan import FederatedPlan
 from privgate.federated.silo import SiloAudit, SiloEvidence
 from privgate.home import resolve_path
@@ -54,22 +54,8 @@ def register_federated(
     promotion_lock: PromotionLock | None = None,
 ) -> Registration:
     """Log the global model once; sign and promote it only if every gate passed."""
-    import torch
-
     training = config.training
-    network = build_network(
-        model=training.model,
-        input_width=input_width(feature_spec),
-        hidden_units=training.hidden_units,
-    )
-    names = list(network.state_dict())
-    network.load_state_dict(
-        {
-            n: torch.from_numpy(np.asarray(w, dtype=np.float32))
-            for n, w in zip(names, weights, strict=True)
-        }
-    )
-    network.eval()
+    network = network_with(training, input_width(feature_spec), weights)
     evidence = global_evidence(silos, audits)
     listed = attestation_silos(silos, audits)
     epsilon = evidence.epsilon if evidence.epsilon is not None else math.inf

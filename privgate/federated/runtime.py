@@ -43,7 +43,6 @@ class FederationResult:
     rounds: list[dict[str, Any]]
     seconds: float
     folder: Path
-    bytes_sent: dict[str, int] = field(default_factory=dict)
 
 
 def flower_env() -> Path:

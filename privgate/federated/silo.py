@@ -15,17 +15,16 @@ from __future__ import annotations
 import json
 import math
 import pickle
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from audits.gates import GateReport
 from privgate import stages
 from privgate.config import PipelineConfig, PrivacyPolicy
 from privgate.dp.ledger import PrivacyLedger
-from privgate.dp.training import DpReport, TrainedModel, accuracy, build_network
+from privgate.dp.training import DpReport, TrainedModel, accuracy
 from privgate.errors import AccountingError, ConfigError, ValidationFailedError
 from privgate.federated import local
 from privgate.federated.plan import FederatedPlan, Silo
@@ -51,10 +50,6 @@ class SiloEvidence:
     residual_by_verifier: dict[str, Any]
     blocked: str | None  # why the silo cannot train (preflight or its data gates), else None
     data_gates: dict[str, Any]
-
-    @property
-    def passed(self) -> bool:
-        return self.blocked is None
 
 
 @dataclass(frozen=True)
@@ -229,14 +224,10 @@ def reserve(
     Raises:
         PrivacyBudgetExceededError: when the silo's table has no budget left.
     """
-    dp = config.training.dp
-    entry = PrivacyLedger().reserve(
-        dataset_sha256=evidence.train_sha256,
-        privacy_unit="record",
-        epsilon=dp.target_epsilon,
-        delta=dp.target_delta,
-        lifetime_epsilon=policy.lifetime_epsilon,
-        lifetime_delta=policy.lifetime_delta,
+    entry = stages.reserve_record_budget(
+        evidence.train_sha256,
+        config,
+        policy,
         run_key=f"{run_key}:{evidence.silo}",
         note=(
             f"federated: {config.training.model}, {plan.rounds} rounds x "
@@ -250,9 +241,11 @@ def reserve(
 def dp_report(folder: Path, plan: FederatedPlan) -> DpReport:
     """Return the silo's DP report over every local step of every round it trained.
 
+    A silo that missed rounds (a dropout) reports the steps it took; the global model
+    saw only those of its updates, so that is its epsilon.
+
     Raises:
-        AccountingError: when the silo trained no round, or fewer rounds than the
-            federation ran (its accounting would not describe the global model).
+        AccountingError: when the silo trained no round.
     """
     state = local.read_dp_state(folder)
     if not state:
@@ -298,20 +291,7 @@ def audit(
         holdout = (data["holdout_x"], data["holdout_y"])
         test = (data["test_x"], data["test_y"])
     spec = json.loads((folder / "feature_spec.json").read_text())
-    training = config.training
-    network = build_network(
-        model=training.model, input_width=members[0].shape[1], hidden_units=training.hidden_units
-    )
-    names = list(network.state_dict())
-    import torch
-
-    network.load_state_dict(
-        {
-            n: torch.from_numpy(np.asarray(w, dtype=np.float32))
-            for n, w in zip(names, weights, strict=True)
-        }
-    )
-    network.eval()
+    network = local.network_with(config.training, members[0].shape[1], weights)
     model = TrainedModel(network=network, dp=dp, n_train=len(members[0]))
     test_accuracy = accuracy(network, *test)
     trained = stages.Trained(
@@ -345,8 +325,3 @@ def audit(
 
 def _evidence_json(values: dict[str, Any]) -> dict[str, Any]:
     return {f"gate_evidence.{k}": v for k, v in values.items()}
-
-
-def renamed(report: GateReport, silo: str) -> GateReport:
-    """Return the report with each gate named after the silo it judged."""
-    return GateReport(tuple(replace(r, name=f"{silo}/{r.name}") for r in report.results))
