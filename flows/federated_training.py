@@ -2,9 +2,11 @@
 
     per silo: propose-levels -> [coarsest levels] -> prepare-silo (ingest, validate,
               preflight, scan-pii, anonymize, verify) -> [every silo's data gates]
+              -> reserve-source-budget (the table split into silos, if any)
               -> reserve-silo-budget
     train-federated (SuperLink + one SuperNode per silo, DP-SGD in each, SecAgg+ sums)
     per silo: audit-silo (ledger settled, the central audit on its own data)
+    -> settle-source-budget
     -> [global gates + every silo's gates] -> register-federated-model
 
 Any silo's failing evidence blocks promotion, and the message names the silo.
@@ -25,10 +27,12 @@ from privgate.data.features import input_width
 from privgate.federated.evidence import (
     PER_RECORD_STATEMENT,
     blocked_before_training,
+    federation_gates,
     judge_federation,
 )
 from privgate.federated.plan import FederatedPlan
 from privgate.federated.registry import shared_feature_spec
+from privgate.federated.runtime import flower_env
 from privgate.federated.silo import common_levels, require_dp
 from privgate.home import privgate_home
 from tasks.federated import (
@@ -37,6 +41,8 @@ from tasks.federated import (
     propose_silo_levels,
     register_federated_model,
     reserve_silo_budget,
+    reserve_source_budget,
+    settle_source_budget,
     train_federated,
 )
 
@@ -79,6 +85,8 @@ def federated_training(
         summary.update(passed=False, gates=gates.to_dict(), seconds=time.perf_counter() - started)
         names = ", ".join(f"silo {s.silo}: {s.blocked}" for s in blocked)
         return Failed(message=f"blocked before training: {names}", data=summary)
+    flower_env()  # before any charge: a missing Flower environment must not cost budget
+    source_entry = reserve_source_budget(config, policy, plan)
     for s, evidence in zip(plan.silos, silos, strict=True):
         reserve_silo_budget(s, config, policy, plan, folders[s.name], evidence)
     spec = shared_feature_spec(config, levels)
@@ -94,8 +102,18 @@ def federated_training(
     audits = [
         audit_silo(s, config, policy, plan, folders[s.name], result.weights) for s in plan.silos
     ]
-    gates = judge_federation(silos, audits, policy)
-    federation = {"rounds": result.rounds, "seconds": result.seconds}
+    settle_source_budget(source_entry, audits)
+    gates = judge_federation(
+        silos, audits, policy, federation_gates(result.rounds, plan.required_silos)
+    )
+    federation = {
+        "rounds": result.rounds,
+        "seconds": result.seconds,
+        "dropped": result.dropped,
+        "excluded": result.excluded,
+        "bytes_sent": result.bytes_sent,
+        "bytes_received": result.bytes_received,
+    }
     registration = register_federated_model(
         weights=result.weights,
         feature_spec=spec,

@@ -316,7 +316,11 @@ def _federated(args: argparse.Namespace) -> int:
     if args.policy is not None:
         os.environ["PRIVGATE_POLICY"] = str(args.policy.resolve())
     load_policy()
-    changes = {k: v for k, v in (("rounds", args.rounds), ("local_epochs", args.local_epochs)) if v}
+    changes = {
+        k: v
+        for k, v in (("rounds", args.rounds), ("local_epochs", args.local_epochs))
+        if v is not None
+    }
     if args.plan is not None:
         plan = load_plan(args.plan, changes)
     else:
@@ -330,7 +334,14 @@ def _federated(args: argparse.Namespace) -> int:
             privgate_home() / "federated" / "split",
             silos=args.silos,
         )
-        plan = load_plan(None, {**changes, "silos": [s.model_dump() for s in silos]})
+        plan = load_plan(
+            None,
+            {
+                **changes,
+                "silos": [s.model_dump() for s in silos],
+                "source": resolve_path(config.data.train_path),
+            },
+        )
     with _stdout_to_stderr():
         from flows.federated_training import federated_training
 
@@ -355,6 +366,13 @@ def _federated(args: argparse.Namespace) -> int:
             eps = data.get("epsilon_per_silo", {}).get(silo["silo"])
             shown = "not trained" if eps is None else f"epsilon {eps:.3f}"
             print(f"  {silo['silo']}: {silo['members']} members, k={silo['k']}, {shown}")
+        for r in data.get("federation", {}).get("rounds", []):
+            faults = "".join(
+                f", {kind}: {', '.join(r[kind])}" for kind in ("dropped", "excluded") if r[kind]
+            )
+            print(
+                f"  round {r['round']}: {r['silos']} silos summed in {r['seconds']:.0f} s{faults}"
+            )
         if "per_record_statement" in data:
             print(data["per_record_statement"])
     return EXIT_OK if promoted else EXIT_BLOCKED

@@ -70,6 +70,22 @@ def reserve_silo_budget(
         )
 
 
+@task(name="reserve-source-budget", **IN_MEMORY)
+def reserve_source_budget(
+    config: PipelineConfig, policy: PrivacyPolicy, plan: FederatedPlan
+) -> str | None:
+    """Charge the table the silos were split from, if the plan names one."""
+    with withheld("reserve-source-budget"):
+        return silo.reserve_source(config, policy, plan, run_key=str(flow_run.id))
+
+
+@task(name="settle-source-budget", **IN_MEMORY)
+def settle_source_budget(entry_id: str | None, audits: list[silo.SiloAudit]) -> None:
+    """Settle the source table's entry with the largest epsilon any silo spent."""
+    with withheld("settle-source-budget"):
+        silo.settle_source(entry_id, audits)
+
+
 @task(name="train-federated", **IN_MEMORY)
 def train_federated(
     plan: FederatedPlan,

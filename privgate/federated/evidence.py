@@ -11,6 +11,7 @@ view to pass; a gate of silo `s` is reported as `s/<gate>`.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 from audits.gates import Evidence, GateReport, GateResult, run_gates
@@ -102,12 +103,46 @@ def _results(silo: str, report: dict[str, Any]) -> list[GateResult]:
     ]
 
 
+def federation_gates(rounds: list[dict[str, Any]], required: int) -> list[GateResult]:
+    """Judge the protocol's own record of the rounds (a signal the silos' audits lack).
+
+    - `federation/well_formed_updates`: no silo's masked vector was malformed in any
+      round. The coordinator left such a vector out of the sum, so the model is not
+      corrupted, but a silo sending one is broken or hostile: a person decides.
+    - `federation/participation`: every round summed at least the silos the plan
+      requires (the ServerApp enforces it too; this reads its record independently).
+    """
+    excluded = sorted({f"{name} (round {r['round']})" for r in rounds for name in r["excluded"]})
+    fewest = min((len(r["summed"]) for r in rounds), default=0)
+    return [
+        GateResult(
+            name="federation/well_formed_updates",
+            passed=not excluded,
+            value=float(len(excluded)),
+            threshold=0.0,
+            comparison="<=",
+            details="malformed: " + ", ".join(excluded) if excluded else "",
+        ),
+        GateResult(
+            name="federation/participation",
+            passed=bool(rounds) and fewest >= required,
+            value=float(fewest),
+            threshold=float(required),
+            comparison=">=",
+            details=f"silos summed in the weakest of {len(rounds)} rounds",
+        ),
+    ]
+
+
 def judge_federation(
-    silos: list[SiloEvidence], audits: list[SiloAudit], policy: PrivacyPolicy
+    silos: list[SiloEvidence],
+    audits: list[SiloAudit],
+    policy: PrivacyPolicy,
+    protocol: Sequence[GateResult] = (),
 ) -> GateReport:
-    """Return the global gates followed by every silo's own, in one report."""
+    """Return the global gates, the protocol's, then every silo's own, in one report."""
     report = run_gates(global_evidence(silos, audits), policy)
-    results = list(report.results)
+    results = [*report.results, *protocol]
     for audit in audits:
         results.extend(_results(audit.silo, audit.gates))
     return GateReport(tuple(results))
@@ -121,8 +156,16 @@ def blocked_before_training(silos: list[SiloEvidence]) -> GateReport:
     return GateReport(tuple(results))
 
 
-def attestation_silos(silos: list[SiloEvidence], audits: list[SiloAudit]) -> list[dict[str, Any]]:
-    """Return each silo's evidence as the attestation lists it (aggregates only)."""
+def attestation_silos(
+    silos: list[SiloEvidence],
+    audits: list[SiloAudit],
+    rounds: list[dict[str, Any]],
+) -> list[dict[str, Any]]:
+    """Return each silo's evidence as the attestation lists it (aggregates only).
+
+    Each silo lists the rounds whose sum holds its update (a silo that dropped out or
+    was excluded is missing from those rounds).
+    """
     by_name = {a.silo: a for a in audits}
     out = []
     for silo in silos:
@@ -130,6 +173,7 @@ def attestation_silos(silos: list[SiloEvidence], audits: list[SiloAudit]) -> lis
         out.append(
             {
                 "silo": silo.silo,
+                "rounds_summed": [r["round"] for r in rounds if silo.silo in r["summed"]],
                 "train_sha256": silo.train_sha256,
                 "epsilon": audit.dp["epsilon_spent"],
                 "delta": audit.dp["delta"],

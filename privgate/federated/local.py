@@ -17,10 +17,7 @@ import numpy as np
 
 from privgate.config import TrainingConfig
 from privgate.dp.training import LocalSchedule, build_network, train_model
-
-TRAIN_FILE = "train.npz"
-SETTINGS_FILE = "training.json"
-DP_STATE_FILE = "dp_state.json"
+from privgate.federated.files import DP_STATE_FILE, SETTINGS_FILE, TRAIN_FILE
 
 
 def write_settings(folder: Path, training: TrainingConfig, *, plan_epochs: int) -> None:
@@ -34,8 +31,16 @@ def read_settings(folder: Path) -> tuple[TrainingConfig, int]:
     return TrainingConfig.model_validate(payload["training"]), int(payload["plan_epochs"])
 
 
+def start_accounting(folder: Path) -> None:
+    """Open the silo's accounting: no round trained, no step taken.
+
+    A round is refused without it, so a lost file cannot restart the accounting at zero.
+    """
+    _write_atomic(folder / DP_STATE_FILE, {"rounds": 0, "last_round": 0, "steps": 0})
+
+
 def read_dp_state(folder: Path) -> dict[str, object]:
-    """Return the silo's accounting so far ({} before its first round)."""
+    """Return the silo's accounting so far ({} when it was never opened)."""
     path = folder / DP_STATE_FILE
     return json.loads(path.read_text()) if path.exists() else {}
 
@@ -93,7 +98,8 @@ def local_round(
     The update is the difference between the silo's weights after its local DP-SGD
     steps and the global weights it started from (what SecAgg+ sums). The silo's
     accounting (`dp_state.json`: every noised step so far, sigma, q, epsilon) is written
-    before the update is returned.
+    before the update is returned. A silo that missed rounds (it dropped out) may train
+    a later one: its epsilon counts the steps it took, never more than were reserved.
     """
     training, plan_epochs = read_settings(folder)
     with np.load(folder / TRAIN_FILE) as data:
@@ -102,13 +108,15 @@ def local_round(
     if len(weights) != len(names):
         raise ValueError(f"the global model has {len(weights)} weights, the silo's {len(names)}")
     state = read_dp_state(folder)
-    done = int(state.get("rounds", 0))  # type: ignore[call-overload]
+    if not state:
+        # A lost dp_state.json would restart the silo's accounting at zero.
+        raise RoundRefusedError("the silo's accounting is missing; it trains no round")
+    done, last = int(state["rounds"]), int(state["last_round"])  # type: ignore[call-overload]
     if done >= plan_epochs // training.epochs:
         raise RoundRefusedError("the silo has trained every round its budget was reserved for")
-    if server_round is not None and server_round != done + 1:
-        # A lost or stale dp_state.json would restart the silo's accounting at zero.
+    if server_round is not None and server_round <= last:
         raise RoundRefusedError(
-            f"round {server_round} asked, but the silo's accounting records {done} rounds"
+            f"round {server_round} asked, but the silo's accounting has trained round {last}"
         )
     prior = int(state.get("steps", 0))  # type: ignore[arg-type]
     schedule = LocalSchedule(
@@ -122,7 +130,8 @@ def local_round(
     _write_atomic(
         folder / DP_STATE_FILE,
         {
-            "rounds": int(state.get("rounds", 0)) + 1,  # type: ignore[call-overload]
+            "rounds": done + 1,
+            "last_round": server_round if server_round is not None else last + 1,
             "steps": dp.steps,
             "noise_multiplier": dp.noise_multiplier,
             "sample_rate": dp.sample_rate,

@@ -49,7 +49,15 @@ class FederatedPlan(BaseModel):
         default=None, ge=2, description="Silos a round needs (default: every silo)."
     )
     secagg: SecAggConfig = Field(default_factory=SecAggConfig)
-    silos: list[Silo] = Field(min_length=2)
+    # SecAgg+ needs 3: with 2 silos, each could subtract its own update from the sum.
+    silos: list[Silo] = Field(min_length=3)
+    source: Path | None = Field(
+        default=None,
+        description=(
+            "The table the silos were split from, if any: its ledger entry is charged "
+            "too, so splitting it again yields no fresh budget."
+        ),
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> FederatedPlan:
@@ -93,10 +101,13 @@ def split_demo(
     gets its own train and test files; a row is in exactly one silo.
 
     Raises:
-        ConfigError: for fewer than 2 silos.
+        ConfigError: for fewer than 3 silos.
     """
-    if silos < 2:
-        raise ConfigError(f"--silos must be at least 2 (got {silos})")
+    if silos < 3:
+        raise ConfigError(
+            f"--silos must be at least 3 (got {silos}): with 2, each silo could subtract "
+            "its own update from the secure sum and read the other's"
+        )
     rng = np.random.default_rng(seed)
     names = [f"silo-{i + 1}" for i in range(silos)]
     parts: dict[str, dict[str, pd.DataFrame]] = {n: {} for n in names}
@@ -157,7 +168,8 @@ def load_plan(path: Path | None, changes: dict[str, object] | None = None) -> Fe
                         update={"train_path": base / s.train_path, "test_path": base / s.test_path}
                     )
                     for s in plan.silos
-                ]
+                ],
+                "source": None if plan.source is None else base / plan.source,
             }
         )
     return plan

@@ -57,7 +57,7 @@ def register_federated(
     training = config.training
     network = network_with(training, input_width(feature_spec), weights)
     evidence = global_evidence(silos, audits)
-    listed = attestation_silos(silos, audits)
+    listed = attestation_silos(silos, audits, federation["rounds"])
     epsilon = evidence.epsilon if evidence.epsilon is not None else math.inf
     delta = evidence.delta if evidence.delta is not None else 1.0
     tags = {
@@ -122,7 +122,7 @@ def register_federated(
         silos=listed,
     )
     card_md, card_html = render_model_card(
-        _card_facts(registration, gates, evidence, listed, config, plan)
+        _card_facts(registration, gates, evidence, listed, config, plan, federation)
     )
     log_run_text(registration.run_id, card_md, f"model_card/v{registration.version}.md")
     log_run_text(registration.run_id, card_html, f"model_card/v{registration.version}.html")
@@ -136,11 +136,22 @@ def _card_facts(
     silos: list[dict[str, Any]],
     config: PipelineConfig,
     plan: FederatedPlan,
+    federation: dict[str, Any],
 ) -> dict[str, Any]:
+    faults = [
+        f"Round {r['round']}: {', '.join(r[kind])} {verb}."
+        for r in federation["rounds"]
+        for kind, verb in (
+            ("dropped", "dropped out (SecAgg+ rebuilt its masks from the other silos' shares)"),
+            ("excluded", "sent a malformed masked vector, left out of the sum"),
+        )
+        if r[kind]
+    ]
     silo_notes = [
         f"Silo {s['silo']}: table sha256 {s['train_sha256'][:16]}..., epsilon "
         f"{s['epsilon']:.3f} over {s['steps']} DP-SGD steps (sigma {s['noise_multiplier']:.3f}), "
-        f"k={s['k_achieved']}, {s['members']} members, gates "
+        f"k={s['k_achieved']}, {s['members']} members, summed in rounds "
+        f"{', '.join(map(str, s['rounds_summed'])) or 'none'}, gates "
         f"{'passed' if s['gates_passed'] else 'FAILED'}."
         for s in silos
     ]
@@ -172,6 +183,10 @@ def _card_facts(
             PER_RECORD_STATEMENT,
             "Accuracy is the global model's on the union of the silos' test tables; the "
             "audit ran inside each silo, on its members against its holdout.",
+            "Each silo's canary audit re-trains the silo's planned chain (every round's "
+            "local epochs, the same sigma and sampling rate) as one run from the seeded "
+            "initial weights, not round by round from the global weights.",
             *silo_notes,
+            *faults,
         ],
     }

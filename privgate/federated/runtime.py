@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from privgate.errors import ConfigError, PrivgateError
+from privgate.federated.files import NODE_FILE
 from privgate.federated.plan import FederatedPlan
 from privgate.home import PROJECT_ROOT
 
@@ -37,12 +38,28 @@ class FederationError(PrivgateError):
 
 @dataclass
 class FederationResult:
-    """The final global weights and what each round took."""
+    """The final global weights and what each round took.
+
+    Each round lists its silos by name: `summed` (their updates are in the global
+    step), `dropped` (sampled, but gone before their masked vector arrived: SecAgg+
+    rebuilt their masks) and `excluded` (their masked vector's layout was malformed).
+    """
 
     weights: list[np.ndarray]
     rounds: list[dict[str, Any]]
     seconds: float
     folder: Path
+    bytes_sent: int = 0
+    bytes_received: int = 0
+
+    @property
+    def excluded(self) -> list[str]:
+        """Silos whose update was malformed in any round (a fault, not a dropout)."""
+        return sorted({name for r in self.rounds for name in r["excluded"]})
+
+    @property
+    def dropped(self) -> list[str]:
+        return sorted({name for r in self.rounds for name in r["dropped"]})
 
 
 def flower_env() -> Path:
@@ -122,6 +139,13 @@ class Federation:
                 os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=10)
 
+    def kill(self, name: str) -> None:
+        """SIGKILL one process and its session, as a machine that loses power would."""
+        process = self.processes.pop(name)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+
     def stop_all(self) -> None:
         for name in list(self.processes):
             self.stop(name)
@@ -177,7 +201,13 @@ def federation(folder: Path, silos: dict[str, Path]) -> Iterator[Federation]:
 
 
 def run_config(
-    plan: FederatedPlan, *, init_file: Path, out_dir: Path, max_weight: float, record: bool
+    plan: FederatedPlan,
+    *,
+    init_file: Path,
+    out_dir: Path,
+    max_weight: float,
+    record: bool,
+    secure: bool = True,
 ) -> str:
     """Return `flwr run --run-config`'s value for this plan."""
     secagg = plan.secagg
@@ -193,6 +223,7 @@ def run_config(
         "out-dir": str(out_dir),
         "record-received": record,
         "record-updates": record,
+        "secure-aggregation": secure,
     }
     return " ".join(f"{k}={json.dumps(v)}" for k, v in values.items())
 
@@ -206,6 +237,7 @@ def train_federated(
     max_weight: float,
     app_dir: Path = APP_DIR,
     record: bool = False,
+    secure: bool = True,
     timeout: float = 1800,
     while_running: Any = None,
 ) -> FederationResult:
@@ -214,6 +246,8 @@ def train_federated(
     `record` keeps, for the coordinator-view audit, each masked vector the coordinator
     receives (in `folder/out`) and each silo's own update (in the silo's folder).
     `while_running(federation)` is called once the run is submitted (tests inject faults).
+    `secure=False` runs plain FedAvg, the benchmark's baseline (privgate's ClientApp
+    refuses it: only a copy of the app without `secaggplus_mod` answers).
 
     Raises:
         FederationError: naming what failed (a process, a round, a malformed update).
@@ -234,7 +268,12 @@ def train_federated(
             "--stream",
             "--run-config",
             run_config(
-                plan, init_file=init_file, out_dir=out, max_weight=max_weight, record=record
+                plan,
+                init_file=init_file,
+                out_dir=out,
+                max_weight=max_weight,
+                record=record,
+                secure=secure,
             ),
         ]
         runner = fed.start("flwr-run", args)
@@ -260,7 +299,33 @@ def train_federated(
     summary = json.loads((out / "summary.json").read_text())
     return FederationResult(
         weights=weights,
-        rounds=summary["rounds"],
+        rounds=_named_rounds(summary["rounds"], silos),
         seconds=time.perf_counter() - started,
         folder=folder,
+        bytes_sent=int(summary["bytes_sent"]),
+        bytes_received=int(summary["bytes_received"]),
     )
+
+
+def _named_rounds(rounds: list[dict[str, Any]], silos: dict[str, Path]) -> list[dict[str, Any]]:
+    """Replace the coordinator's node IDs by silo names (each silo noted its own)."""
+    names: dict[int, str] = {}
+    for name, folder in silos.items():
+        note = folder / NODE_FILE
+        if note.exists():
+            names[int(json.loads(note.read_text())["node_id"])] = name
+
+    def named(nodes: list[int]) -> list[str]:
+        return sorted(names.get(int(n), f"node {n}") for n in nodes)
+
+    return [
+        {
+            "round": r["round"],
+            "silos": r["silos"],
+            "summed": named(r["summed"]),
+            "dropped": named(r["dropped"]),
+            "excluded": named(r["excluded"]),
+            "seconds": r["seconds"],
+        }
+        for r in rounds
+    ]

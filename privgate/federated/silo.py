@@ -23,10 +23,12 @@ import numpy as np
 
 from privgate import stages
 from privgate.config import PipelineConfig, PrivacyPolicy
+from privgate.data.ingest import sha256_file
 from privgate.dp.ledger import PrivacyLedger
 from privgate.dp.training import DpReport, TrainedModel, accuracy
 from privgate.errors import AccountingError, ConfigError, ValidationFailedError
 from privgate.federated import local
+from privgate.federated.files import NODE_FILE
 from privgate.federated.plan import FederatedPlan, Silo
 from privgate.preflight import preflight
 
@@ -146,7 +148,8 @@ def prepare(
             (their messages name files, columns and expectations, never values).
     """
     folder.mkdir(parents=True, exist_ok=True)
-    for stale in (local.TRAIN_FILE, local.DP_STATE_FILE, LEDGER_FILE, VERIFICATION_FILE):
+    stale_files = (local.TRAIN_FILE, local.DP_STATE_FILE, NODE_FILE, LEDGER_FILE, VERIFICATION_FILE)
+    for stale in stale_files:
         (folder / stale).unlink(missing_ok=True)
     tables = stages.ingest(config)
     try:
@@ -191,6 +194,7 @@ def prepare(
         )
         (folder / "feature_spec.json").write_text(json.dumps(data.feature_spec, sort_keys=True))
         local.write_settings(folder, config.training, plan_epochs=plan.plan_epochs)
+        local.start_accounting(folder)
         members, width = len(mx), mx.shape[1]
     with (folder / VERIFICATION_FILE).open("wb") as out:
         pickle.dump(verification, out)
@@ -238,6 +242,41 @@ def reserve(
     return entry.entry_id
 
 
+def reserve_source(
+    config: PipelineConfig, policy: PrivacyPolicy, plan: FederatedPlan, *, run_key: str
+) -> str | None:
+    """Charge the table the silos were split from (`plan.source`), if any.
+
+    Each silo's entry is keyed by its own file, so a table split again (another seed,
+    another silo count) would meet fresh entries: the source's entry closes that gap.
+    Each record is in one silo, so this run costs it at most the largest silo's epsilon:
+    the target is reserved now and the largest epsilon spent settled after the rounds.
+
+    Raises:
+        PrivacyBudgetExceededError: when the source table has no budget left.
+    """
+    if plan.source is None:
+        return None
+    entry = stages.reserve_record_budget(
+        sha256_file(plan.source),
+        config,
+        policy,
+        run_key=f"{run_key}:source",
+        note=f"federated: {len(plan.silos)} silos split from this table, {plan.rounds} rounds",
+    )
+    return entry.entry_id
+
+
+def settle_source(entry_id: str | None, audits: list[SiloAudit]) -> None:
+    """Settle the source table's entry with the largest epsilon (and delta) any silo spent."""
+    if entry_id is not None:
+        PrivacyLedger().settle(
+            entry_id,
+            epsilon=max(a.dp["epsilon_spent"] for a in audits),
+            delta=max(a.dp["delta"] for a in audits),
+        )
+
+
 def dp_report(folder: Path, plan: FederatedPlan) -> DpReport:
     """Return the silo's DP report over every local step of every round it trained.
 
@@ -248,7 +287,7 @@ def dp_report(folder: Path, plan: FederatedPlan) -> DpReport:
         AccountingError: when the silo trained no round.
     """
     state = local.read_dp_state(folder)
-    if not state:
+    if not state.get("rounds"):
         raise AccountingError("the silo has no accounting: it trained no round")
     return DpReport(
         enabled=True,

@@ -102,11 +102,15 @@ def test_when_three_silos_train_then_a_signed_model_is_promoted(runs: dict) -> N
     per_silo = data["epsilon_per_silo"]
     assert data["epsilon"] == max(per_silo.values())
     assert all(0 < eps <= 3.0 + 1e-9 for eps in per_silo.values())
-    assert [r["silos"] for r in data["federation"]["rounds"]] == [3, 3, 3, 3]
+    rounds = data["federation"]["rounds"]
+    assert [r["summed"] for r in rounds] == [["silo-1", "silo-2", "silo-3"]] * 4
+    assert data["federation"]["dropped"] == data["federation"]["excluded"] == []
+    assert data["federation"]["bytes_received"] > 0
     # Every silo's own gates were judged, and named after it.
     names = {g["name"] for g in data["gates"]["gates"]}
     for silo in ("silo-1", "silo-2", "silo-3"):
         assert {f"{silo}/k_anonymity", f"{silo}/audit_power", f"{silo}/privacy_budget"} <= names
+    assert {"federation/well_formed_updates", "federation/participation"} <= names
 
 
 def test_when_the_champion_is_verified_then_its_attestation_lists_every_silo(runs: dict) -> None:
@@ -123,6 +127,7 @@ def test_when_the_champion_is_verified_then_its_attestation_lists_every_silo(run
         assert entry["gates_passed"] is True
         assert entry["k_achieved"] >= 5
         assert 0 < entry["epsilon"] <= 3.0 + 1e-9
+        assert entry["rounds_summed"] == [1, 2, 3, 4]
     loaded: Run = runs["load"]
     assert loaded.code == 0, loaded.stderr[-2000:]
 

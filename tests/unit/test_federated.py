@@ -129,7 +129,7 @@ def test_when_levels_are_given_then_the_node_is_evaluated_not_searched() -> None
         )
 
 
-def test_when_the_demo_is_split_then_every_row_is_in_exactly_one_silo(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def _demo_tables(folder):  # type: ignore[no-untyped-def]
     rng = np.random.default_rng(1)
     for name in ("train", "test"):
         pd.DataFrame(
@@ -137,7 +137,12 @@ def test_when_the_demo_is_split_then_every_row_is_in_exactly_one_silo(tmp_path) 
                 "row": range(900),
                 "zip_code": [f"{z:05d}" for z in rng.integers(0, 99999, 900)],
             }
-        ).to_csv(tmp_path / f"{name}.csv", index=False)
+        ).to_csv(folder / f"{name}.csv", index=False)
+    return folder / "train.csv", folder / "test.csv"
+
+
+def test_when_the_demo_is_split_then_every_row_is_in_exactly_one_silo(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    _demo_tables(tmp_path)
 
     silos = split_demo(tmp_path / "train.csv", tmp_path / "test.csv", tmp_path / "out", silos=3)
 
@@ -146,7 +151,7 @@ def test_when_the_demo_is_split_then_every_row_is_in_exactly_one_silo(tmp_path) 
     assert rows == list(range(900))
     assert len({len(p) for p in parts}) == 3  # the silos differ in size
     with pytest.raises(ConfigError, match="--silos"):
-        split_demo(tmp_path / "train.csv", tmp_path / "test.csv", tmp_path / "o", silos=1)
+        split_demo(tmp_path / "train.csv", tmp_path / "test.csv", tmp_path / "o", silos=2)
 
 
 def _silos(n: int = 3) -> list[Silo]:
@@ -156,6 +161,8 @@ def _silos(n: int = 3) -> list[Silo]:
 def test_when_a_plan_is_inconsistent_then_it_is_refused_naming_the_field(tmp_path) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(ValidationError, match="unique"):
         FederatedPlan(silos=[*_silos(2), _silos(1)[0]])
+    with pytest.raises(ValidationError, match="at least 3"):
+        FederatedPlan(silos=_silos(2))  # each of 2 silos could read the other's update
     with pytest.raises(ValidationError, match="must be below"):
         FederatedPlan(silos=_silos(), secagg={"num_shares": 3, "reconstruction_threshold": 3})
     with pytest.raises(ValidationError, match="num_shares"):
@@ -263,13 +270,15 @@ def test_when_a_silo_lacks_the_independent_verifier_then_the_residual_gate_fails
     assert "residual_pii" in failed
 
 
-def _silo_folder(tmp_path, rounds: int = 2):  # type: ignore[no-untyped-def]
+def _silo_folder(tmp_path, rounds: int = 2, *, opened: bool = True):  # type: ignore[no-untyped-def]
     from privgate.federated import local
 
     x, y = _toy(600)
     np.savez(tmp_path / local.TRAIN_FILE, members_x=x, members_y=y)
     training = TrainingConfig(features=["f"], model="logistic", epochs=1, batch_size=100)
     local.write_settings(tmp_path, training, plan_epochs=rounds)
+    if opened:
+        local.start_accounting(tmp_path)
     return local, local.initial_weights(training, x.shape[1])
 
 
@@ -278,20 +287,30 @@ def test_when_a_silo_is_asked_for_rounds_its_budget_does_not_cover_then_it_refus
 ) -> None:
     local, weights = _silo_folder(tmp_path, rounds=2)
 
-    with pytest.raises(local.RoundRefusedError, match="accounting records 0 rounds"):
-        local.local_round(tmp_path, weights, server_round=2)  # a lost dp_state.json
     update, n = local.local_round(tmp_path, weights, server_round=1)
     first = local.read_dp_state(tmp_path)
+    with pytest.raises(local.RoundRefusedError, match="has trained round 1"):
+        local.local_round(tmp_path, weights, server_round=1)  # a replayed round
+    # Round 2 missed (the silo dropped out); it rejoins at round 3.
     local.local_round(
-        tmp_path, [w + u for w, u in zip(weights, update, strict=True)], server_round=2
+        tmp_path, [w + u for w, u in zip(weights, update, strict=True)], server_round=3
     )
     second = local.read_dp_state(tmp_path)
 
     assert n == 600
+    assert (second["rounds"], second["last_round"]) == (2, 3)
     assert second["steps"] == 2 * first["steps"]
     assert first["epsilon"] < second["epsilon"]
     with pytest.raises(local.RoundRefusedError, match="every round"):
-        local.local_round(tmp_path, weights, server_round=3)
+        local.local_round(tmp_path, weights, server_round=4)
+
+
+def test_when_a_silo_has_lost_its_accounting_then_it_trains_no_round(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    local, weights = _silo_folder(tmp_path, opened=False)
+
+    with pytest.raises(local.RoundRefusedError, match="accounting is missing"):
+        local.local_round(tmp_path, weights, server_round=1)
+    assert not (tmp_path / local.DP_STATE_FILE).exists()
 
 
 def test_when_an_update_would_be_clipped_by_secagg_then_the_silo_refuses_it(tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -307,3 +326,56 @@ def test_when_dp_is_off_then_federated_training_is_refused() -> None:
 
     with pytest.raises(ConfigError, match=r"dp\.enabled"):
         require_dp(load_config(overrides=["training.dp.enabled=false"]))
+
+
+def _round(n: int, summed: list[str], excluded: list[str] = ()) -> dict:  # type: ignore[assignment]
+    return {"round": n, "summed": summed, "dropped": [], "excluded": list(excluded)}
+
+
+def test_when_a_silo_sent_a_malformed_vector_then_the_protocol_gate_blocks() -> None:
+    from privgate.federated.evidence import federation_gates
+
+    clean = [_round(1, ["a", "b", "c"]), _round(2, ["a", "c"])]
+    faulty = [_round(1, ["a", "b", "c"]), _round(2, ["a", "b"], excluded=["c"])]
+
+    passed = {g.name: g.passed for g in federation_gates(clean, required=2)}
+    failed = {g.name: g for g in federation_gates(faulty, required=2)}
+
+    assert passed == {"federation/well_formed_updates": True, "federation/participation": True}
+    assert not failed["federation/well_formed_updates"].passed
+    assert "c (round 2)" in failed["federation/well_formed_updates"].details
+    assert failed["federation/participation"].passed
+
+
+def test_when_a_round_summed_too_few_silos_then_the_participation_gate_blocks() -> None:
+    from privgate.federated.evidence import federation_gates
+
+    gates = {g.name: g for g in federation_gates([_round(1, ["a", "b"])], required=3)}
+    none = {g.name: g for g in federation_gates([], required=2)}
+
+    assert not gates["federation/participation"].passed
+    assert gates["federation/participation"].value == 2.0
+    assert not none["federation/participation"].passed  # no round recorded: fails closed
+
+
+def test_when_a_table_is_split_again_then_its_source_entry_gives_no_fresh_budget(
+    home,  # type: ignore[no-untyped-def]
+    tmp_path,  # type: ignore[no-untyped-def]
+) -> None:
+    from privgate.config import load_config
+    from privgate.errors import BudgetExceededError
+    from privgate.federated.silo import reserve_source
+
+    train, test = _demo_tables(tmp_path)
+    source = tmp_path / "train.csv"
+    config, policy = load_config(), load_policy()  # target epsilon 3, lifetime 10
+    # Three splits of one table, each into different silo files.
+    for run, count in enumerate((3, 4, 5)):
+        silos = split_demo(train, test, tmp_path / f"split-{count}", silos=count)
+        plan = FederatedPlan(silos=silos, source=source, min_silos=2)
+        reserve_source(config, policy, plan, run_key=f"run-{run}")
+
+    with pytest.raises(BudgetExceededError):
+        reserve_source(config, policy, plan, run_key="run-3")
+    no_source = plan.model_copy(update={"source": None})
+    assert reserve_source(config, policy, no_source, run_key="run-4") is None
