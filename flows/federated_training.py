@@ -15,6 +15,7 @@ Any silo's failing evidence blocks promotion, and the message names the silo.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +31,11 @@ from privgate.federated.evidence import (
     federation_gates,
     judge_federation,
 )
-from privgate.federated.plan import FederatedPlan
+from privgate.federated.plan import FederatedPlan, load_plan
 from privgate.federated.registry import shared_feature_spec
 from privgate.federated.runtime import flower_env
 from privgate.federated.silo import common_levels, require_dp
-from privgate.home import privgate_home
+from privgate.home import privgate_home, resolve_path
 from tasks.federated import (
     audit_silo,
     prepare_silo,
@@ -63,8 +64,10 @@ def federated_training(
     # One folder per run: a concurrent run must never touch this run's silo accounting.
     root = Path(workdir) if workdir else privgate_home() / "federated" / "runs" / str(flow_run.id)
     folders = {s.name: root / "silos" / s.name for s in plan.silos}
-    levels = common_levels([propose_silo_levels(s, config, plan) for s in plan.silos])
-    silos = [prepare_silo(s, config, policy, plan, folders[s.name], levels) for s in plan.silos]
+    levels = common_levels(_per_silo(plan, propose_silo_levels, lambda s: (s, config, plan)))
+    silos = _per_silo(
+        plan, prepare_silo, lambda s: (s, config, policy, plan, folders[s.name], levels)
+    )
     summary: dict[str, Any] = {
         "mode": "federated",
         "silos": [
@@ -87,8 +90,12 @@ def federated_training(
         return Failed(message=f"blocked before training: {names}", data=summary)
     flower_env()  # before any charge: a missing Flower environment must not cost budget
     source_entry = reserve_source_budget(config, policy, plan)
-    for s, evidence in zip(plan.silos, silos, strict=True):
-        reserve_silo_budget(s, config, policy, plan, folders[s.name], evidence)
+    evidence = {e.silo: e for e in silos}
+    _per_silo(
+        plan,
+        reserve_silo_budget,
+        lambda s: (s, config, policy, plan, folders[s.name], evidence[s.name]),
+    )
     spec = shared_feature_spec(config, levels)
     result = train_federated(
         plan,
@@ -99,10 +106,12 @@ def federated_training(
         root / "federation",
         record_coordinator_view,
     )
-    audits = [
-        audit_silo(s, config, policy, plan, folders[s.name], result.weights) for s in plan.silos
-    ]
+    audits = _per_silo(
+        plan, audit_silo, lambda s: (s, config, policy, plan, folders[s.name], result.weights)
+    )
     settle_source_budget(source_entry, audits)
+    # Each silo names its own node (a deployed silo's folder is on its own host).
+    result = replace(result, names={a.node_id: a.silo for a in audits if a.node_id is not None})
     gates = judge_federation(
         silos, audits, policy, federation_gates(result.rounds, plan.required_silos)
     )
@@ -143,3 +152,31 @@ def federated_training(
     if not gates.passed:
         return Failed(message=f"blocked: {gates.failure_message()}", data=summary)
     return Completed(message=f"promoted version {registration.version}", data=summary)
+
+
+def _per_silo(plan: FederatedPlan, silo_task: Any, arguments: Any) -> list[Any]:
+    """Run a silo task for every silo, in plan order.
+
+    Deployed silos run at once, each on its own pool; silos in this process run one
+    after another (they share its cores and its Presidio engine).
+    """
+    if plan.deployed:
+        futures = [silo_task.submit(*arguments(s)) for s in plan.silos]
+        return [future.result() for future in futures]
+    return [silo_task(*arguments(s)) for s in plan.silos]
+
+
+@flow(name="federated-training-from-file", persist_result=False, validate_parameters=True)
+def federated_training_from_file(
+    plan_file: str = "configs/federated-deployed.yaml",
+    config_file: str = "configs/demo.yaml",
+    overrides: list[str] | None = None,
+) -> State[Any]:
+    """Run `federated-training` on a reviewed plan file and config file (deployments).
+
+    Both are resolved like the CLI's `--plan` and `--config`; `overrides` are
+    `dotted.key=value` strings, as `--set` takes them.
+    """
+    plan = load_plan(resolve_path(plan_file))
+    config = load_config(resolve_path(config_file), overrides or [])
+    return federated_training(plan=plan, config=config, return_state=True)

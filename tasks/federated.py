@@ -1,21 +1,26 @@
 """Tasks of the `federated-training` flow: each silo's own stages, the rounds, the register.
 
-A silo task runs where its data is (in a deployment, on the silo's work pool; on one
-machine, in the flow's process with the silo's own folder) and returns aggregates only.
+A silo task runs where its data is: a silo naming a deployment runs the step there (the
+`federated-silo` flow on the silo's own work pool, `privgate.federated.remote`); one
+that does not runs it in this process with the silo's own folder. Either way only
+aggregates come back.
 """
 
 from __future__ import annotations
 
+import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from prefect import get_run_logger, task
+from prefect import get_client, get_run_logger, task
+from prefect.deployments import run_deployment
 from prefect.runtime import flow_run
 
 from audits.gates import GateReport
 from privgate.config import PipelineConfig, PrivacyPolicy
 from privgate.errors import withheld
-from privgate.federated import local, runtime, silo
+from privgate.federated import local, remote, runtime, silo
 from privgate.federated.plan import FederatedPlan, Silo
 from privgate.federated.registry import register_federated
 from privgate.registry.versions import Registration
@@ -26,6 +31,8 @@ from tasks.registry import promotion_slot
 @task(name="propose-silo-levels", task_run_name="propose-levels-{entry.name}", **IN_MEMORY)
 def propose_silo_levels(entry: Silo, config: PipelineConfig, plan: FederatedPlan) -> dict[str, int]:
     """The silo's own k-anonymous generalization levels (the coordinator takes the coarsest)."""
+    if entry.deployment:
+        return _run_step(entry, "propose", _remote(config, plan))["levels"]
     with withheld(f"propose-silo-levels ({entry.name})"):
         return silo.propose_levels(silo.silo_config(config, entry, plan))
 
@@ -40,10 +47,14 @@ def prepare_silo(
     levels: dict[str, int],
 ) -> silo.SiloEvidence:
     """Run the data stages in the silo at the shared levels; return its aggregates."""
-    with withheld(f"prepare-silo ({entry.name})"):
-        evidence = silo.prepare(
-            silo.silo_config(config, entry, plan), policy, plan, folder, entry.name, levels
-        )
+    if entry.deployment:
+        found = _run_step(entry, "prepare", {**_remote(config, plan), "levels": levels})
+        evidence = silo.SiloEvidence(**found)
+    else:
+        with withheld(f"prepare-silo ({entry.name})"):
+            evidence = silo.prepare(
+                silo.silo_config(config, entry, plan), policy, plan, folder, entry.name, levels
+            )
     if evidence.blocked:
         get_run_logger().warning("silo %s is blocked: %s", entry.name, evidence.blocked)
     return evidence
@@ -59,6 +70,9 @@ def reserve_silo_budget(
     evidence: silo.SiloEvidence,
 ) -> str:
     """Charge the silo's whole planned chain to its ledger before the first round."""
+    if entry.deployment:
+        parameters = {**_remote(config, plan), "evidence": asdict(evidence)}
+        return _run_step(entry, "reserve", parameters)["entry_id"]
     with withheld(f"reserve-silo-budget ({entry.name})"):
         return silo.reserve(
             silo.silo_config(config, entry, plan),
@@ -96,11 +110,34 @@ def train_federated(
     workdir: Path,
     record: bool = False,
 ) -> runtime.FederationResult:
-    """Run every round on Flower's Deployment Engine (SuperLink, SuperNodes), with SecAgg+."""
+    """Run every round on Flower's Deployment Engine (SuperLink, SuperNodes), with SecAgg+.
+
+    Local silos get a SuperNode on loopback; deployed silos start theirs on their own
+    hosts (the `serve` step), dialing this run's SuperLink, and stop when it stops.
+    """
     initial = local.initial_weights(config.training, input_width)
+    serving: list[tuple[Any, Any]] = []
+
+    def serve_deployed(fed: runtime.Federation) -> None:
+        address = plan.coordinator.address or f"{plan.coordinator.host}:{fed.port}"
+        for entry in plan.silos:
+            parameters = {**_remote(config, plan), "superlink": address}
+            serving.append((entry, _start_step(entry, "serve", parameters)))
+
     result = runtime.train_federated(
-        plan, folders, initial, workdir, max_weight=max_weight, record=record
+        plan,
+        {} if plan.deployed else folders,
+        initial,
+        workdir,
+        max_weight=max_weight,
+        record=record,
+        while_running=serve_deployed if plan.deployed else None,
     )
+    for entry, run in serving:  # each SuperNode stops once the SuperLink is gone
+        try:
+            _wait_step(entry, "serve", run.id, timeout=300)
+        except remote.SiloStepError as error:
+            get_run_logger().warning("%s (the rounds had completed)", error)
     get_run_logger().info(
         "federated training: %d rounds with %d silos in %.1f s",
         len(result.rounds),
@@ -120,10 +157,65 @@ def audit_silo(
     weights: list[Any],
 ) -> silo.SiloAudit:
     """Settle the silo's ledger and audit the global model on the silo's own data."""
+    if entry.deployment:
+        parameters = {**_remote(config, plan), "weights": remote.encode_weights(weights)}
+        return silo.SiloAudit(**_run_step(entry, "audit", parameters))
     with withheld(f"audit-silo ({entry.name})"):
         return silo.audit(
             silo.silo_config(config, entry, plan), policy, plan, folder, entry.name, weights
         )
+
+
+def _start_step(silo: Silo, step: remote.Step, parameters: dict[str, Any]) -> Any:
+    """Start the silo's step on its deployment without waiting; return the flow run."""
+    return run_deployment(
+        name=str(silo.deployment),
+        parameters={"step": step, "silo_entry": silo.model_dump(mode="json"), **parameters},
+        timeout=0,
+        as_subflow=False,
+        tags=["privgate", "federated", f"silo:{silo.name}"],
+    )
+
+
+def _wait_step(silo: Silo, step: remote.Step, flow_run_id: Any, timeout: float) -> dict[str, Any]:
+    """Wait for the silo's step; return its result (aggregates), or raise naming the silo."""
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while True:
+            run = client.read_flow_run(flow_run_id)
+            if run.state is not None and run.state.is_final():
+                break
+            if time.monotonic() > deadline:
+                raise remote.SiloStepError(
+                    f"silo {silo.name}: step {step} did not finish within {timeout:.0f} s"
+                )
+            time.sleep(1.0)
+    if not run.state.is_completed():
+        # The state's message is the silo's withheld one (privgate.errors.withheld).
+        raise remote.SiloStepError(
+            f"silo {silo.name}: step {step} ended {run.state.type.value}: {run.state.message}"
+        )
+    result = run.state.result()
+    if not isinstance(result, dict):
+        raise remote.SiloStepError(f"silo {silo.name}: step {step} returned no aggregates")
+    return result
+
+
+def _run_step(
+    silo: Silo, step: remote.Step, parameters: dict[str, Any], *, timeout: float = 3600
+) -> dict[str, Any]:
+    """Run the silo's step on its deployment and return its aggregates."""
+    run = _start_step(silo, step, parameters)
+    return _wait_step(silo, step, run.id, timeout)
+
+
+def _remote(config: PipelineConfig, plan: FederatedPlan) -> dict[str, Any]:
+    """The parameters every step of a deployed silo takes."""
+    return {
+        "config": config.model_dump(mode="json"),
+        "plan": plan.model_dump(mode="json"),
+        "run_id": str(flow_run.id),
+    }
 
 
 @task(name="register-federated-model", **IN_MEMORY, **RETRY_WHEN_UNREACHABLE)

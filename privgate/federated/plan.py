@@ -34,8 +34,30 @@ class Silo(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(pattern=r"^[a-z][a-z0-9-]{0,30}$")
-    train_path: Path
-    test_path: Path
+    train_path: Path = Field(description="The silo's training table, as the silo's host sees it.")
+    test_path: Path = Field(description="The silo's test table, as the silo's host sees it.")
+    deployment: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$",
+        description=(
+            "The Prefect deployment (flow/deployment) of the `federated-silo` flow on the "
+            "silo's own work pool: its steps and its SuperNode run there. None: in the "
+            "coordinator's process, with a SuperNode on loopback."
+        ),
+    )
+
+
+class CoordinatorConfig(BaseModel):
+    """Where the coordinator's SuperLink listens, and the address deployed silos dial."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    host: str = Field(default="127.0.0.1", description="The SuperLink's bind address.")
+    port: int = Field(default=0, ge=0, le=65535, description="Its port (0: any free port).")
+    address: str | None = Field(
+        default=None,
+        description="host:port the silos' SuperNodes dial (default: host and port).",
+    )
 
 
 class FederatedPlan(BaseModel):
@@ -49,6 +71,7 @@ class FederatedPlan(BaseModel):
         default=None, ge=2, description="Silos a round needs (default: every silo)."
     )
     secagg: SecAggConfig = Field(default_factory=SecAggConfig)
+    coordinator: CoordinatorConfig = Field(default_factory=CoordinatorConfig)
     # SecAgg+ needs 3: with 2 silos, each could subtract its own update from the sum.
     silos: list[Silo] = Field(min_length=3)
     source: Path | None = Field(
@@ -72,7 +95,14 @@ class FederatedPlan(BaseModel):
             )
         if self.min_silos is not None and self.min_silos > len(self.silos):
             raise ValueError(f"min_silos={self.min_silos} exceeds the {len(self.silos)} silos")
+        if len({s.deployment is None for s in self.silos}) > 1:
+            raise ValueError("either every silo names its deployment or none does")
         return self
+
+    @property
+    def deployed(self) -> bool:
+        """Whether each silo runs on its own Prefect deployment (its own work pool)."""
+        return self.silos[0].deployment is not None
 
     @property
     def plan_epochs(self) -> int:
@@ -159,7 +189,8 @@ def load_plan(path: Path | None, changes: dict[str, object] | None = None) -> Fe
         raise ConfigError(
             f"federation plan {path or '(command line)'}: {where}: {first['msg']}"
         ) from None
-    if path is not None:  # silo tables are relative to the plan's folder
+    if path is not None and not plan.deployed:  # tables relative to the plan's folder
+        # (a deployed silo's paths are its own host's, resolved there)
         base = path.resolve().parent
         plan = plan.model_copy(
             update={

@@ -46,11 +46,31 @@ class FederationResult:
     """
 
     weights: list[np.ndarray]
-    rounds: list[dict[str, Any]]
+    node_rounds: list[dict[str, Any]]  # as the coordinator recorded them, by node ID
     seconds: float
     folder: Path
     bytes_sent: int = 0
     bytes_received: int = 0
+    names: dict[int, str] = field(default_factory=dict)  # node ID -> silo
+
+    @property
+    def rounds(self) -> list[dict[str, Any]]:
+        """The rounds, silos by name (a node no silo claimed stays `node <ID>`)."""
+
+        def named(nodes: list[int]) -> list[str]:
+            return sorted(self.names.get(int(n), f"node {n}") for n in nodes)
+
+        return [
+            {
+                "round": r["round"],
+                "silos": r["silos"],
+                "summed": named(r["summed"]),
+                "dropped": named(r["dropped"]),
+                "excluded": named(r["excluded"]),
+                "seconds": r["seconds"],
+            }
+            for r in self.node_rounds
+        ]
 
     @property
     def excluded(self) -> list[str]:
@@ -83,12 +103,14 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def _wait_for_port(port: int, process: subprocess.Popen[bytes], what: str, log: Path) -> None:
+def _wait_for_port(
+    port: int, process: subprocess.Popen[bytes], what: str, log: Path, host: str = "127.0.0.1"
+) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise FederationError(f"{what} exited with code {process.returncode} (log: {log})")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
+        with contextlib.suppress(OSError), socket.create_connection((host, port), 0.5):
             return
         time.sleep(0.2)
     raise FederationError(f"{what} did not listen on port {port} within 60 s (log: {log})")
@@ -152,12 +174,19 @@ class Federation:
 
 
 @contextlib.contextmanager
-def federation(folder: Path, silos: dict[str, Path]) -> Iterator[Federation]:
-    """Start a SuperLink and one SuperNode per silo on loopback; stop them on exit."""
+def federation(
+    folder: Path, silos: dict[str, Path], *, host: str = "127.0.0.1", port: int = 0
+) -> Iterator[Federation]:
+    """Start a SuperLink, and a SuperNode on loopback for each of `silos`; stop them on exit.
+
+    `silos` may be empty: deployed silos start their own SuperNodes (`serve_supernode`)
+    and dial the SuperLink at `host:port`.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "flwr-home").mkdir(exist_ok=True)
-    fed = Federation(folder=folder, env=flower_env(), port=free_port())
+    fed = Federation(folder=folder, env=flower_env(), port=port or free_port())
     bin_ = fed.env / "bin"
+    local = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     try:
         link = fed.start(
             "superlink",
@@ -165,39 +194,98 @@ def federation(folder: Path, silos: dict[str, Path]) -> Iterator[Federation]:
                 str(bin_ / "flower-superlink"),
                 "--insecure",
                 "--host",
-                "127.0.0.1",
+                host,
                 "--port",
                 str(fed.port),
                 "--database",
                 str(folder / "superlink.db"),
             ],
         )
-        _wait_for_port(fed.port, link, "the Flower SuperLink", folder / "superlink.log")
+        _wait_for_port(fed.port, link, "the Flower SuperLink", folder / "superlink.log", local)
         for name, silo_dir in silos.items():
             port = free_port()
             node = fed.start(
                 f"supernode-{name}",
-                [
-                    str(bin_ / "flower-supernode"),
-                    "--insecure",
-                    "--superlink",
-                    f"127.0.0.1:{fed.port}",
-                    "--port",
-                    str(port),
-                    "--node-config",
-                    f'silo-dir="{silo_dir}" silo="{name}"',
-                ],
+                supernode_args(bin_, f"{local}:{fed.port}", silo_dir, name, port=port),
             )
             _wait_for_port(
                 port, node, f"silo {name}'s Flower SuperNode", folder / f"supernode-{name}.log"
             )
         (folder / "flwr-home" / "config.toml").write_text(
             f'[superlink]\ndefault = "privgate"\n\n[superlink.privgate]\n'
-            f'address = "127.0.0.1:{fed.port}"\ninsecure = true\n'
+            f'address = "{local}:{fed.port}"\ninsecure = true\n'
         )
         yield fed
     finally:
         fed.stop_all()
+
+
+def supernode_args(
+    bin_: Path, superlink: str, silo_dir: Path, name: str, port: int = 0
+) -> list[str]:
+    """Return the command line of silo `name`'s SuperNode dialing `superlink`."""
+    return [
+        str(bin_ / "flower-supernode"),
+        "--insecure",
+        "--superlink",
+        superlink,
+        "--port",
+        str(port or free_port()),
+        "--node-config",
+        f'silo-dir="{silo_dir}" silo="{name}"',
+    ]
+
+
+def serve_supernode(
+    superlink: str,
+    silo_dir: Path,
+    name: str,
+    *,
+    grace: float = 20.0,
+    timeout: float = 7200.0,
+) -> None:
+    """Run silo `name`'s SuperNode (on the silo's host) until the coordinator's run ends.
+
+    A SuperNode does not exit when its SuperLink goes away (Flower 1.42 logs that it
+    gives up reconnecting, and stays): this watches the SuperLink's port instead, and
+    stops the SuperNode `grace` seconds after the SuperLink stopped answering.
+
+    Raises:
+        FederationError: when the SuperLink never answers, the SuperNode exits on its
+            own, or the run outlasts `timeout`.
+    """
+    host, _, port = superlink.rpartition(":")
+    logs = silo_dir / "flower"
+    (logs / "flwr-home").mkdir(parents=True, exist_ok=True)
+    fed = Federation(folder=logs, env=flower_env(), port=int(port))
+    started = time.monotonic()
+    try:
+        node = fed.start("supernode", supernode_args(fed.env / "bin", superlink, silo_dir, name))
+        seen, lost = False, None
+        while time.monotonic() - started < timeout:
+            if node.poll() is not None:
+                raise FederationError(
+                    f"silo {name}'s SuperNode exited with code {node.returncode} "
+                    f"(log: {logs / 'supernode.log'})"
+                )
+            if _answers(host, int(port)):
+                seen, lost = True, None
+            elif seen:
+                lost = lost or time.monotonic()
+                if time.monotonic() - lost > grace:
+                    return
+            elif time.monotonic() - started > 300:
+                raise FederationError(f"silo {name}: the SuperLink at {superlink} never answered")
+            time.sleep(1.0)
+        raise FederationError(f"silo {name}: the run outlasted {timeout:.0f} s")
+    finally:
+        fed.stop_all()
+
+
+def _answers(host: str, port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection((host, port), 1.0):
+        return True
+    return False
 
 
 def run_config(
@@ -241,7 +329,10 @@ def train_federated(
     timeout: float = 1800,
     while_running: Any = None,
 ) -> FederationResult:
-    """Run the plan's rounds on a fresh loopback federation; return the global weights.
+    """Run the plan's rounds on a fresh federation; return the global weights.
+
+    `silos` (name -> folder) get a SuperNode on loopback each; with none, the silos are
+    deployed and their SuperNodes dial the SuperLink at `plan.coordinator`.
 
     `record` keeps, for the coordinator-view audit, each masked vector the coordinator
     receives (in `folder/out`) and each silo's own update (in the silo's folder).
@@ -259,7 +350,8 @@ def train_federated(
         stale.unlink()
     init_file = folder / "initial.npz"
     np.savez(init_file, *initial)
-    with federation(folder, silos) as fed:
+    coordinator = plan.coordinator
+    with federation(folder, silos, host=coordinator.host, port=coordinator.port) as fed:
         args = [
             str(fed.env / "bin" / "flwr"),
             "run",
@@ -299,33 +391,20 @@ def train_federated(
     summary = json.loads((out / "summary.json").read_text())
     return FederationResult(
         weights=weights,
-        rounds=_named_rounds(summary["rounds"], silos),
+        node_rounds=summary["rounds"],
         seconds=time.perf_counter() - started,
         folder=folder,
         bytes_sent=int(summary["bytes_sent"]),
         bytes_received=int(summary["bytes_received"]),
+        names=local_node_ids(silos),
     )
 
 
-def _named_rounds(rounds: list[dict[str, Any]], silos: dict[str, Path]) -> list[dict[str, Any]]:
-    """Replace the coordinator's node IDs by silo names (each silo noted its own)."""
-    names: dict[int, str] = {}
+def local_node_ids(silos: dict[str, Path]) -> dict[int, str]:
+    """Return node ID -> silo from the notes the silos' ClientApps kept in their folders."""
+    names = {}
     for name, folder in silos.items():
         note = folder / NODE_FILE
         if note.exists():
             names[int(json.loads(note.read_text())["node_id"])] = name
-
-    def named(nodes: list[int]) -> list[str]:
-        return sorted(names.get(int(n), f"node {n}") for n in nodes)
-
-    return [
-        {
-            "round": r["round"],
-            "silos": r["silos"],
-            "summed": named(r["summed"]),
-            "dropped": named(r["dropped"]),
-            "excluded": named(r["excluded"]),
-            "seconds": r["seconds"],
-        }
-        for r in rounds
-    ]
+    return names

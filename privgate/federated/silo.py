@@ -67,6 +67,7 @@ class SiloAudit:
     test_correct: int
     test_positive: int
     failure: str
+    node_id: int | None = None  # the silo's Flower node in this run (names it in the rounds)
 
 
 def require_dp(config: PipelineConfig) -> None:
@@ -183,6 +184,12 @@ def prepare(
     if blocked is None:
         data = stages.training_data(anonymized, tables, config)
         (mx, my), (hx, hy), (tx, ty) = data.members, data.non_members, data.test
+        if len(mx) < config.training.batch_size:  # before any charge, not in round 1
+            blocked = (
+                f"training: {len(mx)} member rows, fewer than "
+                f"training.batch_size={config.training.batch_size}"
+            )
+    if blocked is None:
         np.savez(
             folder / local.TRAIN_FILE,
             members_x=mx,
@@ -359,7 +366,13 @@ def audit(
         test_correct=correct,
         test_positive=int(np.sum(test[1])),
         failure=gates.failure_message(),
+        node_id=_node_id(folder),
     )
+
+
+def _node_id(folder: Path) -> int | None:
+    note = folder / NODE_FILE
+    return int(json.loads(note.read_text())["node_id"]) if note.exists() else None
 
 
 def _evidence_json(values: dict[str, Any]) -> dict[str, Any]:

@@ -224,6 +224,14 @@ class Stack:
             check=False,
         )
 
+    def run_logs(self, limit: int = 10000) -> list[dict[str, Any]]:
+        """Return every log record the server holds (subflow runs included), up to `limit`."""
+        return [
+            record
+            for offset in range(0, limit, 200)
+            for record in self.post("/logs/filter", {"limit": 200, "offset": offset})
+        ]
+
     def deployment_id(self, name: str) -> str:
         return str(self.get(f"/deployments/name/{name}")["id"])
 

@@ -152,11 +152,7 @@ def test_when_runs_finish_then_no_canary_reaches_prefect_or_mlflow(
     stack: Stack, runs: dict[str, Any]
 ) -> None:
     # Everything the server holds (subflow runs included), not only the runs started here.
-    logs = [
-        record
-        for offset in range(0, 5000, 200)
-        for record in stack.post("/logs/filter", {"limit": 200, "offset": offset})
-    ]
+    logs = stack.run_logs()
     records = [
         str(logs),
         str(stack.post("/artifacts/filter", {})),

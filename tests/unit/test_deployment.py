@@ -40,8 +40,31 @@ def test_when_prefect_yaml_is_read_then_every_deployment_runs_a_privgate_flow() 
         "manual-training": "privacy-gated-training",
         "champion-reaudit": "champion-reaudit",
         "privacy-utility-sweep": "privacy-utility-sweep",
+        "federated-training": "federated-training-from-file",
+        "silo-1": "federated-silo",
+        "silo-2": "federated-silo",
+        "silo-3": "federated-silo",
     }
-    assert {d["work_pool"]["name"] for d in deployments.values()} == {"privgate-process"}
+    pools = {name: d["work_pool"]["name"] for name, d in deployments.items()}
+    assert {pools[n] for n in flows if not n.startswith("silo-")} == {"privgate-process"}
+    # Each silo on a pool of its own (its worker runs on the silo's host), same environment.
+    assert [pools[f"silo-{i}"] for i in (1, 2, 3)] == [f"privgate-silo-{i}" for i in (1, 2, 3)]
+
+
+def test_when_the_federation_is_deployed_then_its_plan_names_each_silo_deployment() -> None:
+    from privgate.federated.plan import load_plan
+
+    deployments = _deployments()
+    parameters = deployments["federated-training"]["parameters"]
+
+    plan = load_plan(ROOT / parameters["plan_file"])
+
+    assert plan.deployed
+    silo_deployments = {f"federated-silo/{n}" for n in deployments if n.startswith("silo-")}
+    assert {s.deployment for s in plan.silos} == silo_deployments
+    # Each path is the silo host's own: left for that host to resolve.
+    assert all(str(s.train_path).startswith("${PRIVGATE_HOME}") for s in plan.silos)
+    assert (ROOT / parameters["config_file"]).is_file()
 
 
 def test_when_deployments_are_scheduled_then_nightly_trains_and_weekly_reaudits() -> None:
@@ -57,6 +80,10 @@ def test_when_deployments_are_scheduled_then_nightly_trains_and_weekly_reaudits(
         "manual-training": [],
         "champion-reaudit": ["0 4 * * 1"],
         "privacy-utility-sweep": [],
+        "federated-training": [],
+        "silo-1": [],
+        "silo-2": [],
+        "silo-3": [],
     }
 
 

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from pydantic import ValidationError
 
 from audits.gates import GateReport
@@ -379,3 +380,27 @@ def test_when_a_table_is_split_again_then_its_source_entry_gives_no_fresh_budget
         reserve_source(config, policy, plan, run_key="run-3")
     no_source = plan.model_copy(update={"source": None})
     assert reserve_source(config, policy, no_source, run_key="run-4") is None
+
+
+def test_when_silos_are_deployed_then_the_plan_keeps_their_own_paths(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from privgate.federated.remote import decode_weights, encode_weights
+
+    entries = [
+        {"name": f"s{i}", "train_path": "${PRIVGATE_HOME}/t.csv", "test_path": "u.csv"}
+        for i in range(3)
+    ]
+    (tmp_path / "plan.yaml").write_text(
+        yaml.safe_dump(
+            {"silos": [{**e, "deployment": f"federated-silo/{e['name']}"} for e in entries]}
+        )
+    )
+    plan = load_plan(tmp_path / "plan.yaml")
+    weights = [np.arange(6, dtype=np.float32).reshape(2, 3), np.ones(1, dtype=np.float32)]
+
+    assert plan.deployed
+    assert [str(s.train_path) for s in plan.silos] == ["${PRIVGATE_HOME}/t.csv"] * 3
+    assert str(plan.silos[0].test_path) == "u.csv"  # the silo host's, resolved there
+    with pytest.raises(ValidationError, match="every silo names its deployment or none"):
+        FederatedPlan(silos=[{**entries[0], "deployment": "federated-silo/s0"}, *entries[1:]])
+    decoded = decode_weights(encode_weights(weights))
+    assert [w.tolist() for w in decoded] == [w.tolist() for w in weights]

