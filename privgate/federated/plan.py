@@ -68,7 +68,12 @@ class FederatedPlan(BaseModel):
     rounds: int = Field(default=3, ge=1, le=100, description="Federated rounds.")
     local_epochs: int = Field(default=1, ge=1, le=50, description="Local epochs per round.")
     min_silos: int | None = Field(
-        default=None, ge=2, description="Silos a round needs (default: every silo)."
+        default=None,
+        ge=3,
+        description=(
+            "Silos a round needs (default: every silo); at least 3, since in a round of 2 "
+            "each could subtract its own update from the global step and read the other's."
+        ),
     )
     secagg: SecAggConfig = Field(default_factory=SecAggConfig)
     coordinator: CoordinatorConfig = Field(default_factory=CoordinatorConfig)

@@ -110,7 +110,7 @@ def _wait_for_port(
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise FederationError(f"{what} exited with code {process.returncode} (log: {log})")
-        with contextlib.suppress(OSError), socket.create_connection((host, port), 0.5):
+        if _answers(host, port):
             return
         time.sleep(0.2)
     raise FederationError(f"{what} did not listen on port {port} within 60 s (log: {log})")

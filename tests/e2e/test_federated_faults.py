@@ -3,7 +3,7 @@
 The silos here hold encoded toy rows (the data stages are tested in test_federated.py);
 what runs is privgate's Flower app, or a copy of it patched to misbehave in one silo:
   - a silo's SuperNode is SIGKILLed while it trains round 2: SecAgg+ rebuilds its masks
-    from the other silos' shares and the round sums the two survivors, exactly;
+    from the other silos' shares and the round sums the three survivors, exactly;
   - a silo sends a masked vector whose first array is (1,) (numpy would broadcast it into
     the sum): it is left out of that round's sum and reported as excluded;
   - a coordinator asking for plain FedAvg gets no update from privgate's ClientApp;
@@ -25,12 +25,12 @@ from privgate.federated.plan import FederatedPlan, SecAggConfig, Silo
 
 pytestmark = pytest.mark.e2e
 
-SILOS = {"silo-a": 700, "silo-b": 500, "silo-c": 600}
+SILOS = {"silo-a": 700, "silo-b": 500, "silo-c": 600, "silo-d": 550}
 TRAINING = TrainingConfig(features=["f"], epochs=1, batch_size=100, learning_rate=0.05)
 HOOK_POINT = "        from privgate.federated.local import local_round\n"
 
 
-def _plan(rounds: int, min_silos: int | None = 2) -> FederatedPlan:
+def _plan(rounds: int, min_silos: int | None = 3) -> FederatedPlan:
     return FederatedPlan(
         rounds=rounds,
         local_epochs=1,
@@ -133,9 +133,9 @@ def test_when_a_silo_crashes_mid_round_then_secagg_sums_the_survivors(tmp_path: 
 
     rounds = result.rounds
     assert [r["summed"] for r in rounds] == [
-        ["silo-a", "silo-b", "silo-c"],
-        ["silo-a", "silo-c"],
-        ["silo-a", "silo-c"],
+        ["silo-a", "silo-b", "silo-c", "silo-d"],
+        ["silo-a", "silo-c", "silo-d"],
+        ["silo-a", "silo-c", "silo-d"],
     ]
     assert rounds[1]["dropped"] == ["silo-b"]
     assert result.dropped == ["silo-b"]
@@ -169,16 +169,18 @@ def test_when_a_silo_sends_a_malformed_vector_then_it_is_left_out_of_the_sum(
 
     rounds = result.rounds
     assert rounds[1]["excluded"] == ["silo-c"]
-    assert rounds[1]["summed"] == ["silo-a", "silo-b"]
+    assert rounds[1]["summed"] == ["silo-a", "silo-b", "silo-d"]
     assert rounds[1]["dropped"] == []
-    assert [r["summed"] for r in (rounds[0], rounds[2])] == [["silo-a", "silo-b", "silo-c"]] * 2
+    assert [r["summed"] for r in (rounds[0], rounds[2])] == [list(SILOS)] * 2
     assert result.excluded == ["silo-c"]
     for round_, r in enumerate(rounds, start=1):
         assert (
             _max_gap(_step(tmp_path, round_), _expected_step(tmp_path, round_, r["summed"])) < 1e-3
         )
-    # What the coordinator kept of round 2: the two vectors it summed, not the malformed one.
-    assert len(list((tmp_path / "federation" / "out").glob("received-2-*.npz"))) == 2
+    # What the coordinator kept of round 2: the vectors it summed, not the malformed one.
+    names = runtime.local_node_ids({n: tmp_path / "silos" / n for n in SILOS})
+    kept = (tmp_path / "federation" / "out").glob("received-2-*.npz")
+    assert sorted(names[int(p.stem.rsplit("-", 1)[1])] for p in kept) == rounds[1]["summed"]
 
 
 def test_when_the_coordinator_asks_for_plain_updates_then_no_silo_sends_one(
@@ -199,7 +201,7 @@ def test_when_a_round_sums_fewer_silos_than_required_then_the_run_fails(tmp_path
     )
 
     with pytest.raises(
-        runtime.FederationError, match="2 silos' updates were summed, the plan requires 3"
+        runtime.FederationError, match="3 silos' updates were summed, the plan requires 4"
     ):
         _run(tmp_path, _plan(rounds=2, min_silos=None), app_dir=app)
 

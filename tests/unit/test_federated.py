@@ -164,6 +164,8 @@ def test_when_a_plan_is_inconsistent_then_it_is_refused_naming_the_field(tmp_pat
         FederatedPlan(silos=[*_silos(2), _silos(1)[0]])
     with pytest.raises(ValidationError, match="at least 3"):
         FederatedPlan(silos=_silos(2))  # each of 2 silos could read the other's update
+    with pytest.raises(ValidationError, match="min_silos"):
+        FederatedPlan(silos=_silos(4), min_silos=2)  # a round of 2: the same
     with pytest.raises(ValidationError, match="must be below"):
         FederatedPlan(silos=_silos(), secagg={"num_shares": 3, "reconstruction_threshold": 3})
     with pytest.raises(ValidationError, match="num_shares"):
@@ -373,7 +375,7 @@ def test_when_a_table_is_split_again_then_its_source_entry_gives_no_fresh_budget
     # Three splits of one table, each into different silo files.
     for run, count in enumerate((3, 4, 5)):
         silos = split_demo(train, test, tmp_path / f"split-{count}", silos=count)
-        plan = FederatedPlan(silos=silos, source=source, min_silos=2)
+        plan = FederatedPlan(silos=silos, source=source, min_silos=3)
         reserve_source(config, policy, plan, run_key=f"run-{run}")
 
     with pytest.raises(BudgetExceededError):
