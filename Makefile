@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.privgate-installed
 FLOWER_VENV ?= .venv-flower
 
-.PHONY: help install run test test-fast lint bench bench-orchestration bench-dp bench-audit bench-audit-power bench-pii bench-kanon bench-sweep bench-federated clean-state
+.PHONY: help install run test test-fast lint bench bench-orchestration bench-dp bench-audit bench-audit-power bench-pii bench-kanon bench-sweep bench-federated bench-encrypted clean-state
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -42,7 +42,7 @@ test-fast: $(STAMP) ## run the unit and config tests (no end-to-end or server te
 lint: $(STAMP) ## ruff lint and format check
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
-bench: bench-orchestration bench-dp bench-audit bench-audit-power bench-pii bench-kanon bench-sweep bench-federated ## all benchmarks
+bench: bench-orchestration bench-dp bench-audit bench-audit-power bench-pii bench-kanon bench-sweep bench-federated bench-encrypted ## all benchmarks
 
 bench-orchestration: $(STAMP) ## Prefect + MLflow overhead over plain stage calls
 	$(BIN)/python benchmarks/orchestration.py
@@ -67,6 +67,9 @@ bench-sweep: $(STAMP) ## privacy-utility sweep, 5 x 3 grid, parallel vs one afte
 
 bench-federated: $(STAMP) ## federated DP (SecAgg+, plain FedAvg) vs central DP, 3 and 10 silos
 	$(BIN)/python -u benchmarks/federated.py
+
+bench-encrypted: $(STAMP) ## CKKS encrypted scoring vs plaintext: latency, records/s, bytes, agreement
+	$(BIN)/python -u benchmarks/encrypted_inference.py
 
 clean-state: ## delete run state under ./.privgate (models, runs, keys, demo data)
 	rm -rf .privgate

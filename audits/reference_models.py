@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from audits.membership_inference import true_label_probability
+from privgate.dp.activations import quadratic
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,8 @@ class Recipe:
     steps: int
     noise_multiplier: float = 0.0
     max_grad_norm: float = math.inf
+    # The hidden layer's activation: relu (training.model mlp) or quadratic (mlp_poly).
+    activation: str = "relu"
 
     @property
     def private(self) -> bool:
@@ -51,8 +54,19 @@ class Recipe:
 class StackedMLP(nn.Module):
     """K independent one-logit MLPs (or logistic models) evaluated with batched matmuls."""
 
-    def __init__(self, models: int, input_width: int, hidden_units: int, *, seed: int) -> None:
+    def __init__(
+        self,
+        models: int,
+        input_width: int,
+        hidden_units: int,
+        *,
+        seed: int,
+        activation: str = "relu",
+    ) -> None:
         super().__init__()
+        if activation not in ("relu", "quadratic"):
+            raise ValueError(f"unknown activation {activation!r}; choose relu or quadratic")
+        self.activation = torch.relu if activation == "relu" else quadratic
         generator = torch.Generator().manual_seed(seed)
         widths = [input_width, hidden_units, 1] if hidden_units else [input_width, 1]
         self.weights = nn.ParameterList()
@@ -74,7 +88,7 @@ class StackedMLP(nn.Module):
             h = torch.baddbmm(bias, h, weight)
             outputs.append(h)
             if index < last:
-                h = torch.relu(h)
+                h = self.activation(h)
         return h.squeeze(-1), inputs, outputs
 
     @torch.no_grad()
@@ -113,7 +127,9 @@ def train_reference_models(
         )
     # Every draw below uses its own generator: the global one is left alone, since
     # groups of reference models train in parallel threads.
-    stacked = StackedMLP(models, x.shape[1], recipe.hidden_units, seed=seed)
+    stacked = StackedMLP(
+        models, x.shape[1], recipe.hidden_units, seed=seed, activation=recipe.activation
+    )
     optimizer = torch.optim.Adam(stacked.parameters(), lr=recipe.learning_rate)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
     rates = torch.from_numpy(recipe.batch_size / sizes).float().unsqueeze(1)  # (K, 1)

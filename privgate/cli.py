@@ -168,6 +168,30 @@ def _build_parser() -> argparse.ArgumentParser:
     verify.add_argument("name", nargs="?", help="one registered model (default: all)")
     verify.add_argument("--json", action="store_true")
 
+    encrypted = commands.add_parser(
+        "encrypted", help="score records encrypted (CKKS): the server never sees them"
+    )
+    encrypted_commands = encrypted.add_subparsers(
+        dest="encrypted_command", required=True, parser_class=_Parser
+    )
+    serve = encrypted_commands.add_parser(
+        "serve", help="serve an approved, HE-ready model to encrypted-scoring clients"
+    )
+    serve.add_argument("name", help="registered model name")
+    serve.add_argument("--alias", default="champion", help="alias to resolve (default: champion)")
+    serve.add_argument("--max-epsilon", type=float, help="refuse a model that spent more epsilon")
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default: loopback)"
+    )
+    serve.add_argument("--port", type=int, default=8765, help="port (default: 8765)")
+    score = encrypted_commands.add_parser(
+        "score", help="encrypt records here, score them on the server, decrypt here"
+    )
+    score.add_argument("--url", default="http://127.0.0.1:8765", help="the server's base URL")
+    score.add_argument("--in", dest="in_path", type=Path, required=True, help="records to score")
+    score.add_argument("--out", type=Path, help="CSV of row, probability, prediction")
+    score.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
+
     scan = commands.add_parser(
         "scan", help="classify every column of a table with the pipeline's PII engine"
     )
@@ -259,6 +283,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _scan(args)
         if args.command == "anonymize":
             return _anonymize(args)
+        if args.command == "encrypted":
+            return _encrypted(args)
         if args.models_command == "list":
             return _models_list(args)
         if args.models_command == "load":
@@ -594,6 +620,49 @@ def _models_verify(args: argparse.Namespace) -> int:
             verdict = "ok" if row["ok"] else f"REFUSED: {row['reason']}"
             print(f"{row['model']}@{row['alias']} -> v{row['version']}: {verdict}")
     return EXIT_OK if all(row["ok"] for row in rows) else EXIT_BLOCKED
+
+
+def _encrypted(args: argparse.Namespace) -> int:
+    from privgate.registry.consumer import RefusedError
+
+    if args.encrypted_command == "serve":
+        from privgate.encrypted.server import load_served_model, serve
+
+        try:
+            served = load_served_model(args.name, alias=args.alias, max_epsilon=args.max_epsilon)
+        except RefusedError as exc:
+            _fail(f"refused: {exc}", as_json=False)
+            return EXIT_BLOCKED
+        agreement = served.evidence
+        print(
+            f"serving {served.name} version {served.version} ({served.model}, epsilon "
+            f"{served.epsilon:.4g}) for encrypted scoring on http://{args.host}:{args.port}; "
+            f"agreement at promotion: max probability difference "
+            f"{agreement['max_abs_probability_difference']:.2e}, same class "
+            f"{agreement['class_agreement']:.2%} of {agreement['records']} records",
+            flush=True,
+        )
+        serve(served, host=args.host, port=args.port)
+        return EXIT_OK
+    from privgate.encrypted.client import score_file
+
+    started = time.perf_counter()
+    scores = score_file(args.url, args.in_path, args.out)
+    summary = {
+        "records": len(scores),
+        "predicted_positive": int(scores["prediction"].sum()),
+        "seconds": round(time.perf_counter() - started, 3),
+        "out": str(args.out) if args.out else None,
+    }
+    if args.json:
+        print(json.dumps(summary, sort_keys=True))
+    else:
+        where = f"; wrote {args.out}" if args.out else ""
+        print(
+            f"scored {summary['records']} records encrypted in {summary['seconds']} s: "
+            f"{summary['predicted_positive']} predicted positive{where}"
+        )
+    return EXIT_OK
 
 
 def _scan(args: argparse.Namespace) -> int:

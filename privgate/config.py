@@ -406,7 +406,14 @@ class DpConfig(_Model):
 class TrainingConfig(_Model):
     """The model and how it learns."""
 
-    model: Literal["logistic", "mlp"] = Field(default="mlp", description="Model family.")
+    model: Literal["logistic", "mlp", "mlp_poly"] = Field(
+        default="mlp",
+        description=(
+            "Model family: logistic, mlp (ReLU) or mlp_poly (a degree-2 polynomial "
+            "activation). logistic and mlp_poly are HE-ready: `privgate encrypted serve` "
+            "scores encrypted records with them."
+        ),
+    )
     features: list[str] = Field(
         min_length=1,
         description=(

@@ -662,7 +662,8 @@ def reference_recipe(config: PipelineConfig, dp: DpReport, *, rows: int) -> Reci
     """
     training = config.training
     return Recipe(
-        hidden_units=training.hidden_units if training.model == "mlp" else 0,
+        hidden_units=0 if training.model == "logistic" else training.hidden_units,
+        activation="quadratic" if training.model == "mlp_poly" else "relu",
         learning_rate=training.learning_rate,
         batch_size=training.batch_size,
         steps=max(1, round(training.epochs * rows / training.batch_size)),
@@ -907,13 +908,25 @@ def judge_data(verification: Verification, policy: PrivacyPolicy) -> GateReport:
 
 
 def model_spec(trained: Trained, config: PipelineConfig) -> dict[str, Any]:
-    """Return what serving needs to rebuild the network and encode raw records."""
-    return {
+    """Return what serving needs to rebuild the network and encode raw records.
+
+    An HE-ready model's spec also holds its encrypted-vs-plain agreement on the test
+    table (`privgate.encrypted.evidence`), signed with the model's files.
+    """
+    spec = {
         "model": config.training.model,
         "hidden_units": config.training.hidden_units,
         "input_width": input_width(trained.feature_spec),
         "feature_spec": trained.feature_spec,
     }
+    from privgate.encrypted.evidence import measure_agreement
+
+    encrypted = measure_agreement(
+        trained.model.network, config.training.model, trained.population[0]
+    )
+    if encrypted is not None:
+        spec["encrypted_inference"] = encrypted
+    return spec
 
 
 def summary_metrics(
@@ -1012,12 +1025,13 @@ def register(
         anonymization_report=evidence.anonymized.report,
         verification=evidence.verification,
     )
+    spec = model_spec(trained, config)
     registration = log_and_register(
         model_name=policy.registered_model_name,
         alias=config.registry.alias,
         experiment=config.registry.experiment,
         network=trained.model.network,
-        model_spec=model_spec(trained, config),
+        model_spec=spec,
         params=params,
         metrics={
             k: v
@@ -1045,9 +1059,9 @@ def register(
         run_key=run_key,
         promotion_lock=promotion_lock,
     )
-    card_md, card_html = render_model_card(
-        model_card_facts(evidence, gates, config, registration, lineage)
-    )
+    facts = model_card_facts(evidence, gates, config, registration, lineage)
+    facts["training"]["encrypted_inference"] = spec.get("encrypted_inference")
+    card_md, card_html = render_model_card(facts)
     with tempfile.TemporaryDirectory() as tmp:
         roc = plot_roc(evidence.audit.attacks, Path(tmp) / "roc.png")
         log_run_file(registration.run_id, roc, "model_card")

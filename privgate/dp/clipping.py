@@ -25,6 +25,7 @@ from typing import Protocol
 import torch
 from torch import nn
 
+from privgate.dp.activations import QuadraticActivation
 from privgate.errors import ConfigError
 
 # Parameter-free layers that act on each row alone, so they keep per-sample gradients
@@ -39,6 +40,7 @@ ROW_WISE_LAYERS: tuple[type[nn.Module], ...] = (
     nn.Sigmoid,
     nn.Identity,
     nn.Dropout,
+    QuadraticActivation,
 )
 
 # Opacus adds this to the per-sample norm before dividing (DPOptimizer.clip_and_accumulate).

@@ -25,6 +25,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from privgate.config import DpConfig, TrainingConfig
+from privgate.dp.activations import QuadraticActivation
 from privgate.dp.clipping import BookKeepingClipper
 from privgate.errors import AccountingError, ConfigError
 
@@ -162,7 +163,13 @@ def build_network(*, model: str, input_width: int, hidden_units: int) -> nn.Modu
         return nn.Sequential(
             nn.Linear(input_width, hidden_units), nn.ReLU(), nn.Linear(hidden_units, 1)
         )
-    raise ConfigError(f"unknown training.model {model!r}; choose logistic or mlp")
+    if model == "mlp_poly":  # HE-ready: see privgate.dp.activations
+        return nn.Sequential(
+            nn.Linear(input_width, hidden_units),
+            QuadraticActivation(),
+            nn.Linear(hidden_units, 1),
+        )
+    raise ConfigError(f"unknown training.model {model!r}; choose logistic, mlp or mlp_poly")
 
 
 _GLOBAL_RNG = threading.Lock()

@@ -84,6 +84,7 @@ def render_model_card(facts: Mapping[str, Any]) -> tuple[str, str]:
         *_gates_lines(gates),
         *_data_lines(_mapping(facts.get("data"))),
         *_training_lines(_mapping(facts.get("training"))),
+        *_encrypted_lines(_mapping(facts.get("training")).get("encrypted_inference")),
         *_audit_lines(_mapping(facts.get("audit"))),
         *_utility_lines(_mapping(facts.get("utility"))),
         *_lineage_lines(_mapping(facts.get("lineage"))),
@@ -235,6 +236,42 @@ def _training_lines(training: Mapping[str, Any]) -> list[str]:
         ["`secure_mode`", dp_only(_yes_no(dp.get("secure_mode")))],
     ]
     return [*lines, *_table(["setting", "value"], rows)]
+
+
+def _encrypted_lines(encrypted: object) -> list[str]:
+    lines = ["## Encrypted inference", ""]
+    if not isinstance(encrypted, Mapping):
+        return [*lines, "Not HE-ready: this model family has no encrypted circuit.", ""]
+    params = _mapping(encrypted.get("parameters"))
+    targets = _mapping(encrypted.get("targets"))
+    verdict = (
+        "**HE-ready**: `privgate encrypted serve` scores encrypted records with it."
+        if encrypted.get("ready")
+        else "**Not HE-ready**: its encrypted scores missed the targets below, so "
+        "`privgate encrypted serve` refuses it."
+    )
+    primes = "-".join(str(b) for b in _sequence(params.get("coeff_mod_bit_sizes")))
+    rows = [
+        ["records compared (test table)", _count(encrypted.get("records"))],
+        [
+            "max abs probability difference",
+            f"{_metric(encrypted.get('max_abs_probability_difference'))} "
+            f"(target <= {_metric(targets.get('max_abs_probability_difference'))})",
+        ],
+        [
+            "same predicted class",
+            f"{_percent(encrypted.get('class_agreement'))} "
+            f"(target >= {_percent(targets.get('class_agreement'))})",
+        ],
+        [
+            "CKKS parameters",
+            f"N = {_count(params.get('poly_modulus_degree'))}, primes {primes} bits, "
+            f"scale 2^{_text(params.get('scale_bits'))}",
+        ],
+        ["security", f"{_text(params.get('security_bits'))}-bit"],
+        ["records per ciphertext", _count(params.get("slots"))],
+    ]
+    return [verdict, "", *_table(["measure", "value"], rows)]
 
 
 def _audit_lines(audit: Mapping[str, Any]) -> list[str]:

@@ -56,7 +56,7 @@ def _relative_errors(ours: list[torch.Tensor], reference: list[torch.Tensor]) ->
 
 @pytest.mark.parametrize(
     ("model", "hidden", "physical"),
-    [("mlp", 64, 4096), ("mlp", 256, 37), ("logistic", 1, 4096)],
+    [("mlp", 64, 4096), ("mlp", 256, 37), ("logistic", 1, 4096), ("mlp_poly", 32, 4096)],
 )
 def test_when_clipping_by_bookkeeping_then_the_sums_equal_opacus_to_1e_5(
     model: str, hidden: int, physical: int

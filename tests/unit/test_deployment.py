@@ -117,7 +117,11 @@ def test_when_the_ui_renders_the_form_then_fields_have_help_and_choices_are_drop
     dp = definitions["DpConfig"]["properties"]
     assert dp["accountant"]["enum"] == ["prv", "rdp", "gdp"]
     assert "Opacus" in dp["target_epsilon"]["description"]
-    assert definitions["TrainingConfig"]["properties"]["model"]["enum"] == ["logistic", "mlp"]
+    assert definitions["TrainingConfig"]["properties"]["model"]["enum"] == [
+        "logistic",
+        "mlp",
+        "mlp_poly",
+    ]
     # The form opens filled with the reviewed config file.
     default = schema["properties"]["config"]["default"]
     assert PipelineConfig.model_validate(default) == load_config(ROOT / "configs" / "demo.yaml")

@@ -9,9 +9,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from audits.membership_inference import true_label_probability
-from audits.reference_models import Recipe, reference_probabilities, train_reference_models
+from audits.reference_models import (
+    Recipe,
+    StackedMLP,
+    reference_probabilities,
+    train_reference_models,
+)
 from audits.suite import AuditReport, attack_names, run_attacks
 from privgate.config import DpConfig, TrainingConfig
 from privgate.dp.training import predict_logits, train_model
@@ -116,6 +122,23 @@ def test_when_reference_models_train_then_each_learns_from_its_own_subset() -> N
     accuracy = ((logits > 0) == (y_test > 0.5)).mean(axis=1)
     assert (accuracy > 0.70).all()  # every model learned the rule (Bayes rate ~0.76)
     assert not np.allclose(logits[0], logits[1])  # independent models, not one copy
+
+
+def test_when_the_target_is_mlp_poly_then_the_reference_models_use_its_activation() -> None:
+    from privgate.dp.activations import QuadraticActivation
+
+    torch.manual_seed(0)
+    stacked = StackedMLP(1, 5, 3, seed=0, activation="quadratic")
+    single = nn.Sequential(nn.Linear(5, 3), QuadraticActivation(), nn.Linear(3, 1))
+    with torch.no_grad():
+        single[0].weight.copy_(stacked.weights[0][0].T)
+        single[0].bias.copy_(stacked.biases[0][0, 0])
+        single[2].weight.copy_(stacked.weights[1][0].T)
+        single[2].bias.copy_(stacked.biases[1][0, 0])
+    x = torch.randn(50, 5)
+    assert torch.allclose(stacked.logits(x)[0], single(x).squeeze(1), atol=1e-6)
+    relu = StackedMLP(1, 5, 3, seed=0)
+    assert not torch.allclose(relu.logits(x), stacked.logits(x))
 
 
 def test_when_a_subset_is_smaller_than_the_batch_then_training_refuses() -> None:
