@@ -45,6 +45,7 @@ CORE_SERVICES = {
 }
 DASK_SERVICES = {"dask-scheduler", "dask-worker"}
 FEDERATED_SERVICES = {"silo-1-worker", "silo-2-worker", "silo-3-worker"}
+ENCRYPTED_SERVICES = {"encrypted-scoring"}
 
 # `${VAR}`, `${VAR-default}`, `${VAR:-default}`, `${VAR?message}`, `${VAR:?message}`;
 # `$$` is compose's escape for a literal `$`, left to the container's shell.
@@ -138,13 +139,15 @@ def test_when_compose_file_is_parsed_then_it_has_exactly_the_stack_services() ->
 
     # then
     assert "version" not in compose, "the Compose spec has no top-level `version:`"
-    assert set(services) == CORE_SERVICES | DASK_SERVICES | FEDERATED_SERVICES
+    assert set(services) == CORE_SERVICES | DASK_SERVICES | FEDERATED_SERVICES | ENCRYPTED_SERVICES
     for name in CORE_SERVICES:
         assert "profiles" not in services[name], f"{name} must start without a profile"
     for name in DASK_SERVICES:
         assert services[name].get("profiles") == ["dask"], f"{name} belongs to profile dask"
     for name in FEDERATED_SERVICES:
         assert services[name].get("profiles") == ["federated"], f"{name}: profile federated"
+    for name in ENCRYPTED_SERVICES:
+        assert services[name].get("profiles") == ["encrypted"], f"{name}: profile encrypted"
 
 
 def test_when_compose_file_is_validated_then_it_follows_the_compose_spec() -> None:
@@ -330,6 +333,21 @@ def test_when_silo_workers_start_then_each_polls_its_pool_with_its_own_state() -
     overlay = yaml.safe_load((K8S / "silo-worker-values.yaml").read_text())["worker"]
     assert overlay["config"]["workPool"] == pools["silo-1"]
     assert not str(overlay["serverApiConfig"]["apiUrl"]).endswith(".svc.cluster.local/api")
+
+
+def test_when_encrypted_scoring_starts_then_it_holds_the_public_key_and_no_state() -> None:
+    scoring = service("encrypted-scoring")
+    command = scoring["command"]
+    assert command[:3] == ["privgate", "encrypted", "serve"]
+    assert argument(command, "--port") == "8765"
+    env = environment(scoring)
+    key = f"{env['PRIVGATE_HOME']}/keys/signing.pub"  # where the consumer looks for it
+    mounts = scoring["volumes"]
+    assert [m for m in mounts if m.endswith(f":{key}:ro")], "the public key, read-only"
+    # No volume of the stack: the state volume holds the signing key.
+    assert not [m for m in mounts if m.split(":")[0] in load_compose()["volumes"]]
+    assert "PRIVGATE_SIGNING_KEY_FILE" not in env
+    assert scoring["ports"] == ["127.0.0.1:8765:8765"]
 
 
 def test_when_the_compose_federation_is_planned_then_silos_dial_the_coordinator() -> None:
