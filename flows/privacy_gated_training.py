@@ -5,6 +5,7 @@
            -> train-reference-models x groups | canary-audit (DP) | canary-audit (control)
            -> audit-membership-inference
            -> [all gates] -> register-model (alias only if every gate passed)
+           -> [approval, when the policy asks] pause for a person -> record-approval
 
 A failed gate ends the run Failed, with a message naming each failed gate, its value
 and its threshold; the returned summary says the same to the CLI.
@@ -20,6 +21,7 @@ from prefect.states import Completed, Failed, State
 
 from audits.gates import GateReport
 from audits.suite import AuditReport
+from flows._approval import sign_off
 from flows._runners import build_runner, submit
 from privgate import stages
 from privgate.config import PipelineConfig, load_config, load_policy
@@ -74,6 +76,9 @@ def privacy_gated_training(config: PipelineConfig = DEFAULT_CONFIG) -> State[Any
         tables, validation, scan, anonymized, verification, trained, audit
     )
     registration = register_model(evidence=evidence, gates=gates, config=config, policy=policy)
+    approval: dict[str, Any] | None = None
+    if registration.pending_approval:
+        registration, approval = sign_off(evidence, gates, config, policy, registration)
     summary = run_summary(
         policy=policy,
         gates=gates,
@@ -84,6 +89,10 @@ def privacy_gated_training(config: PipelineConfig = DEFAULT_CONFIG) -> State[Any
     )
     if not gates.passed:
         return Failed(message=f"blocked: {gates.failure_message()}", data=summary)
+    if approval is not None:
+        summary["approval"] = approval
+        if not registration.promoted:
+            return Failed(message=f"blocked: approval: {approval['outcome']}", data=summary)
     return Completed(message=f"promoted version {registration.version}", data=summary)
 
 

@@ -24,6 +24,7 @@ from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run
 from prefect.states import Completed, Failed, State
 
+from flows._approval import sign_off
 from flows._runners import build_runner, submit
 from flows.privacy_gated_training import DEFAULT_CONFIG
 from privgate import stages
@@ -93,6 +94,10 @@ def privacy_utility_sweep(
     registration = register_model(
         evidence=chosen.evidence, gates=chosen.gates, config=chosen.config, policy=policy
     )
+    if registration.pending_approval:  # the chosen point goes through the same sign-off
+        registration, summary["approval"] = sign_off(
+            chosen.evidence, chosen.gates, chosen.config, policy, registration
+        )
     summary |= {"promoted": registration.promoted, "version": registration.version}
     if not registration.promoted:
         return Failed(message=f"chosen point not promoted: {choice.reason}", data=summary)

@@ -168,6 +168,16 @@ def _build_parser() -> argparse.ArgumentParser:
     verify.add_argument("name", nargs="?", help="one registered model (default: all)")
     verify.add_argument("--json", action="store_true")
 
+    approvals = commands.add_parser("approvals", help="who approved or rejected what")
+    approval_commands = approvals.add_subparsers(
+        dest="approvals_command", required=True, parser_class=_Parser
+    )
+    approvals_list = approval_commands.add_parser(
+        "list", help="every decision and pending request, approvals verified as signed"
+    )
+    approvals_list.add_argument("name", nargs="?", help="one registered model (default: all)")
+    approvals_list.add_argument("--json", action="store_true")
+
     encrypted = commands.add_parser(
         "encrypted", help="score records encrypted (CKKS): the server never sees them"
     )
@@ -285,6 +295,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _anonymize(args)
         if args.command == "encrypted":
             return _encrypted(args)
+        if args.command == "approvals":
+            return _approvals_list(args)
         if args.models_command == "list":
             return _models_list(args)
         if args.models_command == "load":
@@ -317,7 +329,8 @@ def _run(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides)
     if args.policy is not None:
         os.environ["PRIVGATE_POLICY"] = str(args.policy.resolve())
-    load_policy()  # a bad policy file is a usage error: say so before Prefect starts
+    # A bad policy file is a usage error: say so before Prefect starts.
+    _require_an_approvers_server(load_policy())
     with _stdout_to_stderr():
         from flows.privacy_gated_training import privacy_gated_training
 
@@ -331,6 +344,20 @@ def _run(args: argparse.Namespace) -> int:
     else:
         _print_run(data, state.message or "")
     return EXIT_OK if data["promoted"] else EXIT_BLOCKED
+
+
+def _require_an_approvers_server(policy: Any) -> None:
+    """Refuse a run that would wait for a person nobody can reach.
+
+    Without PREFECT_API_URL, a run starts Prefect's temporary server, which serves no UI
+    and stops with the run: a pause for approval there would wait out its timeout.
+    """
+    if policy.approval.required and not os.environ.get("PREFECT_API_URL"):
+        raise ConfigError(
+            "the policy asks for a person's approval (approval.required): run against a "
+            "Prefect server the approvers can reach (set PREFECT_API_URL), or start the "
+            "approved-training deployment there"
+        )
 
 
 def _federated(args: argparse.Namespace) -> int:
@@ -479,7 +506,7 @@ def _sweep(args: argparse.Namespace) -> int:
         raise ConfigError(f"sweep grid: {exc}") from None
     if args.policy is not None:
         os.environ["PRIVGATE_POLICY"] = str(args.policy.resolve())
-    load_policy()
+    _require_an_approvers_server(load_policy())
     with _stdout_to_stderr():
         from flows.privacy_utility_sweep import privacy_utility_sweep
 
@@ -618,8 +645,33 @@ def _models_verify(args: argparse.Namespace) -> int:
             print("no aliases to verify")
         for row in rows:
             verdict = "ok" if row["ok"] else f"REFUSED: {row['reason']}"
+            approval = row.get("approval")
+            if approval:
+                verdict += f", approved by {approval['approver']} at {approval['decided_utc']}"
             print(f"{row['model']}@{row['alias']} -> v{row['version']}: {verdict}")
     return EXIT_OK if all(row["ok"] for row in rows) else EXIT_BLOCKED
+
+
+def _approvals_list(args: argparse.Namespace) -> int:
+    from privgate.registry.consumer import list_approvals
+
+    rows = list_approvals(args.name)
+    if args.json:
+        print(json.dumps(rows, sort_keys=True))
+        return EXIT_OK
+    if not rows:
+        print("no version was asked for approval")
+    for row in rows:
+        who = row.get("approver")
+        decided = f"{row['decision']} by {who} at {row['decided_utc']}" if who else "no decision"
+        signed = "signed" if row.get("signed") else "not signed"
+        line = f"{row['model']} v{row['version']} [{row['status']}]: {decided} ({signed})"
+        if row.get("evidence_sha256"):
+            line += f", evidence {row['evidence_sha256'][:16]}..."
+        if row.get("reason"):
+            line += f"; {row['reason']}"
+        print(line)
+    return EXIT_OK
 
 
 def _encrypted(args: argparse.Namespace) -> int:

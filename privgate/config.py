@@ -590,6 +590,40 @@ class PipelineConfig(_Model):
 # --------------------------------------------------------------------------- policy
 
 
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class ApprovalPolicy(_Model):
+    """Whether a person must sign off before a version that passed every gate is promoted."""
+
+    required: bool = Field(
+        default=False,
+        description="Pause every run whose gates all passed until an approver decides.",
+    )
+    approvers: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(
+        default_factory=list,
+        description="Who may decide, as they type their name in the approval form.",
+    )
+    timeout: str = Field(
+        default="72h",
+        pattern=r"^[1-9][0-9]*[smhd]$",
+        description="How long a run waits for a decision (e.g. 72h, 30m); then it is blocked.",
+    )
+
+    @model_validator(mode="after")
+    def _approvers_when_required(self) -> ApprovalPolicy:
+        if self.required and not self.approvers:
+            raise ValueError("approval.required needs at least one name in approval.approvers")
+        if len(set(self.approvers)) != len(self.approvers):
+            raise ValueError("approval.approvers lists a name twice")
+        return self
+
+    @property
+    def timeout_seconds(self) -> int:
+        """Return the timeout in seconds."""
+        return int(self.timeout[:-1]) * _DURATION_UNITS[self.timeout[-1]]
+
+
 class PrivacyPolicy(_Model):
     """Gate thresholds. Each field's meaning is stated as a rule in `configs/policy.yaml`."""
 
@@ -674,6 +708,11 @@ class PrivacyPolicy(_Model):
         "recipe, noise off) must prove epsilon >= this. Empty: >= the claimed epsilon.",
     )
 
+    approval: ApprovalPolicy = Field(
+        default_factory=ApprovalPolicy,
+        description="A person's sign-off after the gates, before the alias moves.",
+    )
+
     @model_validator(mode="after")
     def _cost_needs_a_baseline(self) -> PrivacyPolicy:
         if self.max_accuracy_cost is not None and not self.allow_non_private:
@@ -685,8 +724,15 @@ class PrivacyPolicy(_Model):
         return self
 
     def sha256(self) -> str:
-        """Return a stable content hash of this policy (lineage)."""
-        return _sha256_json(self.model_dump(mode="json"))
+        """Return a stable content hash of this policy (lineage).
+
+        A policy without an approval step hashes as it did before approvals existed, so
+        the versions it approved keep matching it.
+        """
+        payload = self.model_dump(mode="json")
+        if self.approval == ApprovalPolicy():
+            del payload["approval"]
+        return _sha256_json(payload)
 
 
 # --------------------------------------------------------------------------- loading

@@ -8,6 +8,7 @@ what leaves a stage for reports is aggregates.
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import json
 import math
@@ -68,13 +69,17 @@ from privgate.pii.engine import (
     scan_table,
 )
 from privgate.pii.kanon import measure_k, measure_l_diversity
+from privgate.registry.approval import Decision
+from privgate.registry.attestation import sha256_bytes
 from privgate.registry.model_card import render_model_card
 from privgate.registry.versions import (
     PromotionLock,
     Registration,
+    artifact_url,
     log_and_register,
     log_run_file,
     log_run_text,
+    record_decision,
 )
 
 DATA_GATES = ("residual_pii", "k_anonymity", "l_diversity")
@@ -1042,8 +1047,9 @@ def register(
         },
         tags=lineage,
         gate_tags={r.name: r.status for r in gates.results},
-        gate_report_json=json.dumps(gates.to_dict(), sort_keys=True, indent=2),
+        gate_report_json=gate_report_json(gates),
         approved=gates.passed,
+        hold_for_approval=policy.approval.required,
         epsilon=trained.model.dp.epsilon_spent,
         delta=trained.model.dp.delta,
         policy_sha256=policy.sha256(),
@@ -1061,14 +1067,126 @@ def register(
     )
     facts = model_card_facts(evidence, gates, config, registration, lineage)
     facts["training"]["encrypted_inference"] = spec.get("encrypted_inference")
-    card_md, card_html = render_model_card(facts)
+    if registration.pending_approval:
+        facts["approval"] = {"status": "pending", "approvers": policy.approval.approvers}
     with tempfile.TemporaryDirectory() as tmp:
         roc = plot_roc(evidence.audit.attacks, Path(tmp) / "roc.png")
         log_run_file(registration.run_id, roc, "model_card")
         log_run_file(registration.run_id, roc, "reports/audit")
+    _log_card(registration, facts)
+    return replace(registration, card_facts=facts)
+
+
+def _log_card(registration: Registration, facts: dict[str, Any]) -> None:
+    card_md, card_html = render_model_card(facts)
     log_run_text(registration.run_id, card_md, f"model_card/v{registration.version}.md")
     log_run_text(registration.run_id, card_html, f"model_card/v{registration.version}.html")
-    return registration
+
+
+def gate_report_json(gates: GateReport) -> str:
+    """Return the gate report exactly as it is registered (and its SHA-256 approved)."""
+    return json.dumps(gates.to_dict(), sort_keys=True, indent=2)
+
+
+def approval_request(
+    evidence: RunEvidence,
+    gates: GateReport,
+    config: PipelineConfig,
+    policy: PrivacyPolicy,
+    registration: Registration,
+) -> tuple[str, str]:
+    """Return the Markdown an approver is shown, and the evidence digest they approve.
+
+    The digest is the SHA-256 of the gate report registered with the version: the
+    decision is bound to it (`privgate.registry.approval.refusal`).
+    """
+    digest = sha256_bytes(gate_report_json(gates).encode())
+    trained, audit = evidence.trained, evidence.audit
+    dp = trained.model.dp
+    kanon = evidence.anonymized.report.kanon
+    cost = (
+        "not measured (no non-private baseline)"
+        if trained.baseline_accuracy is None
+        else f"{trained.baseline_accuracy - trained.test_accuracy:+.4f} "
+        f"(non-private baseline {trained.baseline_accuracy:.4f})"
+    )
+    card = artifact_url(registration.run_id, f"model_card/v{registration.version}.html")
+    rows = "\n".join(
+        f"| {r.name} | {r.status} | {_shown(r.value)} | {r.comparison} {_shown(r.threshold)} |"
+        for r in gates.results
+    )
+    lines = [
+        f"## Approve {registration.model_name} version {registration.version}?",
+        "",
+        "Every privacy gate passed. The alias moves only if a listed approver approves "
+        f"this evidence within {policy.approval.timeout}.",
+        "",
+        "| gate | status | value | rule |",
+        "|---|---|---|---|",
+        rows,
+        "",
+        f"- **epsilon** {dp.epsilon_spent:.4g} at delta {dp.delta:.1e} "
+        f"({dp.accountant}, {dp.steps} steps)",
+        f"- **k** {evidence.verification.k_measured} (target {kanon.k_target}), "
+        f"{kanon.suppressed_rows} rows suppressed",
+        f"- **audit** strongest attack {audit.strongest.attack}: AUC {audit.mia_auc:.3f}, "
+        f"TPR at 1% FPR {audit.mia_tpr_at_1pct_fpr:.3f}, empirical epsilon lower bound "
+        f"{audit.empirical_epsilon_lower_bound:.3f}",
+        f"- **accuracy** {trained.test_accuracy:.4f}; utility cost vs non-private: {cost}",
+        f"- **model card**: {card}",
+        f"- **run**: {registration.run_id}",
+        "",
+        f"**Evidence SHA-256** (the gate report): `{digest}`. The form's evidence field "
+        "holds it; a decision for any other digest is refused.",
+        "",
+        f"Approvers: {', '.join(policy.approval.approvers)}.",
+    ]
+    return "\n".join(lines), digest
+
+
+def _shown(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"
+
+
+def finish_approval(
+    evidence: RunEvidence,
+    gates: GateReport,
+    config: PipelineConfig,
+    policy: PrivacyPolicy,
+    registration: Registration,
+    *,
+    decision: Decision | None,
+    refusal: str | None,
+    promotion_lock: PromotionLock | None = None,
+) -> Registration:
+    """Record the approver's decision (or why there is none) and re-render the card.
+
+    An approval of this evidence signs the version with the decision and moves the
+    alias; a rejection, a timeout or a refusal tags it rejected with the reason.
+    """
+    approval = decision.to_dict() if decision is not None else None
+    promoted = record_decision(
+        model_name=registration.model_name,
+        version=registration.version,
+        alias=config.registry.alias,
+        approval=approval,
+        refusal=refusal,
+        gate_report_json=gate_report_json(gates),
+        epsilon=evidence.trained.model.dp.epsilon_spent,
+        delta=evidence.trained.model.dp.delta,
+        policy_sha256=policy.sha256(),
+        promotion_lock=promotion_lock,
+    )
+    done = replace(registration, promoted=promoted, pending_approval=False)
+    facts = copy.deepcopy(dict(registration.card_facts or {}))
+    facts["model"] = {**facts.get("model", {}), "status": "approved" if promoted else "rejected"}
+    facts["approval"] = {
+        "status": "approved" if promoted else "rejected",
+        **(approval or {}),
+        "refusal": refusal,
+    }
+    _log_card(done, facts)
+    return done
 
 
 def _bound_of(report: AuditReport, kind: str) -> float | None:

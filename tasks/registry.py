@@ -16,6 +16,7 @@ from audits.gates import GateReport
 from privgate import stages
 from privgate.config import PipelineConfig, PrivacyPolicy
 from privgate.errors import withheld
+from privgate.registry.approval import Decision
 from privgate.registry.versions import Registration, demote
 from tasks._options import IN_MEMORY, RETRY_WHEN_UNREACHABLE
 
@@ -72,6 +73,38 @@ def register_model(
         "promoted to " + config.registry.alias if registration.promoted else "not promoted",
     )
     return registration
+
+
+@task(name="record-approval", **IN_MEMORY, **RETRY_WHEN_UNREACHABLE)
+def record_approval(
+    *,
+    evidence: stages.RunEvidence,
+    gates: GateReport,
+    config: PipelineConfig,
+    policy: PrivacyPolicy,
+    registration: Registration,
+    decision: Decision | None,
+    refusal: str | None,
+) -> Registration:
+    """Sign and promote an approved version, or tag it rejected with the reason."""
+    with withheld("record-approval"):
+        done = stages.finish_approval(
+            evidence,
+            gates,
+            config,
+            policy,
+            registration,
+            decision=decision,
+            refusal=refusal,
+            promotion_lock=promotion_slot,
+        )
+    get_run_logger().info(
+        "%s version %s %s",
+        done.model_name,
+        done.version,
+        "approved and promoted to " + config.registry.alias if done.promoted else "not promoted",
+    )
+    return done
 
 
 @task(name="demote-model", **IN_MEMORY, **RETRY_WHEN_UNREACHABLE)

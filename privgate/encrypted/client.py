@@ -56,7 +56,12 @@ class EncryptedScorer:
     def model(self) -> dict[str, Any]:
         """Return the served model's description (identity, epsilon, encoding, parameters)."""
         if self._model is None:
-            self._model = self._json(self._http.get("/v1/model"))
+            answer = self._json(self._http.get("/v1/model"))
+            if not isinstance(answer, dict) or not {"he", "input_width", "feature_spec"} <= set(
+                answer
+            ):
+                raise EncryptedScoringError("the server's model description is malformed")
+            self._model = answer
         return self._model
 
     @property
@@ -109,7 +114,10 @@ class EncryptedScorer:
                 check_tensor(answer, layout)
             except PayloadError:
                 raise EncryptedScoringError("the server's answer is not a CKKS result") from None
-            logits.append(decrypt_logits(self._context, answer, records))
+            try:
+                logits.append(decrypt_logits(self._context, answer, records))
+            except (ValueError, RuntimeError, TypeError, MemoryError):
+                raise EncryptedScoringError("the server's answer does not decrypt") from None
         return sigmoid(np.concatenate(logits)) if logits else np.zeros(0)
 
     def _score_batch(self, payload: bytes) -> bytes:
@@ -132,13 +140,16 @@ class EncryptedScorer:
         assert self._public is not None
         answer = self._json(self._http.post("/v1/contexts", content=self._public))
         self.bytes_sent += len(self._public)
-        if answer.get("context_id") != self._context_id:
+        if not isinstance(answer, dict) or answer.get("context_id") != self._context_id:
             raise EncryptedScoringError("the server answered another context id")
         self._uploaded = True
 
-    def _json(self, response: Any) -> dict[str, Any]:
+    def _json(self, response: Any) -> Any:
         self._check(response)
-        return response.json()
+        try:
+            return response.json()
+        except ValueError:
+            raise EncryptedScoringError("the server's answer is not JSON") from None
 
     @staticmethod
     def _check(response: Any) -> None:

@@ -22,6 +22,7 @@ the scale, logits up to about 5e5); the last is SEAL's special prime for key swi
 
 from __future__ import annotations
 
+import threading
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -178,8 +179,58 @@ def parms_id(context: Any) -> list[int]:
     return list(context.seal_context().data.key_parms_id())
 
 
+# A context is first parsed in a child process under these bounds. SEAL allocates every
+# key a serialized key set declares, and a few hundred kilobytes of compressed zeros can
+# declare gigabytes of them (a "relinearization key bomb"); a real mlp_poly context
+# needs about 60 MB and 0.2 s to load. Under the memory bound such a context does not
+# fail fast: SEAL keeps allocating, so the time bound is what ends it.
+PROBE_MEMORY_BYTES = 1536 * 1024 * 1024
+PROBE_SECONDS = 10
+_PROBES = threading.BoundedSemaphore(2)  # at most two children (3 GB) at once
+_PROBE = """
+import resource, sys
+limit = int(sys.argv[1])
+resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+import tenseal as ts
+ts.context_from(sys.stdin.buffer.read())
+"""
+
+
+def probe_context(data: bytes) -> None:
+    """Parse `data` as a TenSEAL context in a child process with bounded memory and time.
+
+    Raises:
+        PayloadError: 400 when the child fails (not a context, or one that needs more
+            than PROBE_MEMORY_BYTES to load) or takes longer than PROBE_SECONDS.
+    """
+    import subprocess
+    import sys
+
+    try:
+        with _PROBES:
+            done = subprocess.run(
+                [sys.executable, "-c", _PROBE, str(PROBE_MEMORY_BYTES)],
+                input=data,
+                capture_output=True,
+                timeout=PROBE_SECONDS,
+                check=False,
+            )
+    except subprocess.TimeoutExpired:
+        raise PayloadError(
+            400, "the context declares more keys than a context holds (it did not load in time)"
+        ) from None
+    if done.returncode != 0:
+        raise PayloadError(
+            400,
+            "the context is not a serialized TenSEAL context, or declares more keys than "
+            "a context holds",
+        )
+
+
 def load_public_context(data: bytes, params: HEParameters, expected_parms_id: list[int]) -> Any:
     """Load a client's context, refusing a secret key, other parameters or missing keys.
+
+    The bytes are parsed in a bounded child process first (`probe_context`), then here.
 
     Raises:
         PayloadError: 400 for bytes that are not a context or that carry a secret key,
@@ -187,10 +238,18 @@ def load_public_context(data: bytes, params: HEParameters, expected_parms_id: li
     """
     import tenseal as ts
 
+    probe_context(data)
     try:
         context = ts.context_from(data)
-    except (ValueError, RuntimeError, TypeError):
+    except (ValueError, RuntimeError, TypeError, MemoryError):
         raise PayloadError(400, "the context is not a serialized TenSEAL context") from None
+    try:
+        return _checked(context, params, expected_parms_id)
+    except (ValueError, RuntimeError, TypeError):
+        raise PayloadError(422, "the context's parameters cannot be read") from None
+
+
+def _checked(context: Any, params: HEParameters, expected_parms_id: list[int]) -> Any:
     if context.has_secret_key():
         del context
         raise PayloadError(

@@ -276,13 +276,13 @@ def _evaluate(circuit: Circuit, context: Any, data: bytes) -> bytes:
 
     try:
         tensor = ts.ckks_tensor_from(context, data)
-    except (ValueError, RuntimeError, TypeError):
+    except (ValueError, RuntimeError, TypeError, MemoryError):
         raise PayloadError(
             422, "the ciphertexts were not made under this context's parameters"
         ) from None
     try:
         return circuit.evaluate(tensor).serialize()
-    except (ValueError, RuntimeError, TypeError):
+    except (ValueError, RuntimeError, TypeError, MemoryError):
         raise PayloadError(
             422,
             "the ciphertexts could not be evaluated: encrypt fresh ciphertexts at the "

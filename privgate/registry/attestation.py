@@ -49,12 +49,16 @@ class Attestation:
     # A federated model's silos: each one's table hash, epsilon, k and gate verdicts
     # (`privgate.federated.evidence.attestation_silos`); absent for central training.
     silos: list[dict[str, Any]] | None = None
+    # A person's sign-off, when the policy asked for one (`privgate.registry.approval`):
+    # approver, decision, rationale, time, and the gate report's SHA-256 they approved.
+    approval: dict[str, Any] | None = None
 
     def payload(self) -> bytes:
-        """Return the canonical bytes that are signed (no `silos` key when central)."""
+        """Return the canonical bytes that are signed (no `silos`/`approval` key when unset)."""
         data = asdict(self)
-        if data["silos"] is None:
-            del data["silos"]
+        for optional in ("silos", "approval"):
+            if data[optional] is None:
+                del data[optional]
         return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
 
     @classmethod

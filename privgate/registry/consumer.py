@@ -202,7 +202,67 @@ def verify_registry(name: str | None = None) -> list[dict[str, Any]]:
                     row |= {"ok": True, "reason": ""}
                     if verified.attestation.silos is not None:  # a federated model
                         row["silos"] = verified.attestation.silos
+                    if verified.attestation.approval is not None:  # a person signed off
+                        row["approval"] = verified.attestation.approval
                 except RefusedError as exc:
                     row |= {"ok": False, "reason": str(exc)}
+            rows.append(row)
+    return rows
+
+
+def list_approvals(name: str | None = None) -> list[dict[str, Any]]:
+    """Return every version a person decided on or is asked about, newest first.
+
+    An approval is read from the version's signed attestation, verified as a consumer
+    would (`signed: true`); a version that fails verification says why. A rejection, a
+    timeout or a pending request is read from the version's tags (`signed: false`):
+    they block, so nothing vouches for them.
+    """
+    from mlflow.tracking import MlflowClient
+
+    from privgate.registry.versions import (
+        APPROVAL_TAG_PREFIX,
+        PENDING_APPROVAL,
+        REJECTED_REASON_TAG,
+    )
+
+    configure_mlflow()
+    client = MlflowClient()
+    names = [name] if name else [m.name for m in client.search_registered_models()]
+    rows = []
+    for model_name in names:
+        versions = sorted(
+            client.search_model_versions(f"name='{model_name}'"),
+            key=lambda mv: int(mv.version),
+            reverse=True,
+        )
+        for mv in versions:
+            tags = dict(mv.tags or {})
+            asked = {
+                k[len(APPROVAL_TAG_PREFIX) :]: v
+                for k, v in tags.items()
+                if k.startswith(APPROVAL_TAG_PREFIX)
+            }
+            status = tags.get(STATUS_TAG)
+            if not asked and status != PENDING_APPROVAL:
+                continue
+            row: dict[str, Any] = {
+                "model": model_name,
+                "version": str(mv.version),
+                "status": status,
+            }
+            if status == "approved":
+                with tempfile.TemporaryDirectory() as tmp:
+                    try:
+                        verified = verify_version(
+                            model_name, alias=None, version=str(mv.version), download_to=Path(tmp)
+                        )
+                        row |= {"signed": True, **(verified.attestation.approval or {})}
+                    except RefusedError as exc:
+                        row |= {"signed": False, "reason": str(exc), **asked}
+            else:
+                row |= {"signed": False, **asked}
+                if tags.get(REJECTED_REASON_TAG):
+                    row["reason"] = tags[REJECTED_REASON_TAG]
             rows.append(row)
     return rows

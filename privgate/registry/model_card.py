@@ -87,6 +87,7 @@ def render_model_card(facts: Mapping[str, Any]) -> tuple[str, str]:
         *_encrypted_lines(_mapping(facts.get("training")).get("encrypted_inference")),
         *_audit_lines(_mapping(facts.get("audit"))),
         *_utility_lines(_mapping(facts.get("utility"))),
+        *_approval_lines(facts.get("approval")),
         *_lineage_lines(_mapping(facts.get("lineage"))),
         *_notes_lines(facts.get("notes")),
     ]
@@ -236,6 +237,33 @@ def _training_lines(training: Mapping[str, Any]) -> list[str]:
         ["`secure_mode`", dp_only(_yes_no(dp.get("secure_mode")))],
     ]
     return [*lines, *_table(["setting", "value"], rows)]
+
+
+def _approval_lines(approval: object) -> list[str]:
+    if not isinstance(approval, Mapping):
+        return []  # the policy asks for no sign-off: the gates decide alone
+    lines = ["## Approval", ""]
+    status = approval.get("status")
+    if status == "pending":
+        approvers = ", ".join(escape_markdown(a) for a in _sequence(approval.get("approvers")))
+        return [*lines, f"**Pending**: waiting for a decision by one of {approvers}.", ""]
+    if approval.get("refusal"):
+        lines += [f"**Blocked**: {escape_markdown(approval.get('refusal'))}", ""]
+    if not approval.get("approver"):
+        return lines
+    rows = [
+        ["decision", _text(approval.get("decision"))],
+        ["approver", _text(approval.get("approver"))],
+        ["rationale", _text(approval.get("rationale"))],
+        ["decided (UTC)", _text(approval.get("decided_utc"))],
+        ["evidence (gate report SHA-256)", f"`{_text(approval.get('evidence_sha256'))}`"],
+    ]
+    note = (
+        "Signed into the version's attestation."
+        if status == "approved"
+        else "Recorded on the version's tags; the version never gets the alias."
+    )
+    return [*lines, *_table(["record", "value"], rows), note, ""]
 
 
 def _encrypted_lines(encrypted: object) -> list[str]:

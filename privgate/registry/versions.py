@@ -2,8 +2,9 @@
 
 Every trained model is registered, approved or not, so a rejected attempt stays on the
 record with its reasons. The version is tagged `privgate.status` (`approved` /
-`rejected`) and `privgate.gate.<name>` (`passed` / `failed` / `inconclusive`); the alias
-(`champion`) moves only to a version whose every gate passed.
+`rejected`, or `pending-approval` while a person decides) and `privgate.gate.<name>`
+(`passed` / `failed` / `inconclusive`); the alias (`champion`) moves only to a version
+whose every gate passed and, when the policy asks, that an approver approved.
 """
 
 from __future__ import annotations
@@ -31,6 +32,10 @@ RUN_TAG = "privgate.run_id"
 RUN_KEY_TAG = "privgate.run_key"
 DEMOTED_TAG = "privgate.demoted_utc"
 DEMOTED_REASON_TAG = "privgate.demoted_reason"
+# A version whose gates all passed, waiting for a person's decision (policy `approval`).
+PENDING_APPROVAL = "pending-approval"
+APPROVAL_TAG_PREFIX = "privgate.approval."
+REJECTED_REASON_TAG = "privgate.rejected_reason"
 GATE_REPORT_PATH = "reports/gate_report.json"
 
 # Given a model name, a lock held while its aliases move.
@@ -45,6 +50,11 @@ class Registration:
     version: str
     run_id: str
     promoted: bool
+    # Gates all passed and the policy asks a person: waiting for `record_decision`.
+    pending_approval: bool = False
+    # The facts its model card was rendered from (aggregates), to render it again once
+    # a person decided.
+    card_facts: Mapping[str, Any] | None = None
 
 
 def configure_mlflow() -> str:
@@ -107,8 +117,13 @@ def log_and_register(
     run_key: str,
     promotion_lock: PromotionLock | None = None,
     silos: list[dict[str, Any]] | None = None,
+    hold_for_approval: bool = False,
 ) -> Registration:
     """Log one training run, register its model once, sign and promote it if approved.
+
+    With `hold_for_approval`, a version whose gates all passed is tagged
+    `pending-approval` and neither signed nor promoted: `record_decision` does that once
+    a person decided.
 
     `run_key` identifies the pipeline run: a retried task finds the version it made
     before instead of registering a second one. The version is created with its verdict
@@ -136,8 +151,16 @@ def log_and_register(
             json_artifacts=json_artifacts,
             text_artifacts=text_artifacts,
         )
+        status = "approved" if approved else "rejected"
+        if approved and hold_for_approval:
+            status = PENDING_APPROVAL
         version_tags = {
-            STATUS_TAG: "approved" if approved else "rejected",
+            STATUS_TAG: status,
+            **(
+                {APPROVAL_TAG_PREFIX + "requested_utc": _utc_now()}
+                if status == PENDING_APPROVAL
+                else {}
+            ),
             RUN_TAG: run_id,
             RUN_KEY_TAG: run_key,
             **{GATE_TAG_PREFIX + g: status for g, status in gate_tags.items()},
@@ -148,7 +171,7 @@ def log_and_register(
         )
         version = str(created.version)
     promoted = False
-    if approved:
+    if approved and not hold_for_approval:
         _sign_version(
             client,
             model_name=model_name,
@@ -161,7 +184,13 @@ def log_and_register(
             silos=silos,
         )
         promoted = _promote(client, model_name, alias, version, promotion_lock)
-    return Registration(model_name=model_name, version=version, run_id=run_id, promoted=promoted)
+    return Registration(
+        model_name=model_name,
+        version=version,
+        run_id=run_id,
+        promoted=promoted,
+        pending_approval=approved and hold_for_approval,
+    )
 
 
 def _log_run(
@@ -256,6 +285,7 @@ def _sign_version(
     delta: float,
     policy_sha256: str,
     silos: list[dict[str, Any]] | None = None,
+    approval: dict[str, Any] | None = None,
 ) -> None:
     import mlflow
 
@@ -276,11 +306,74 @@ def _sign_version(
         policy_sha256=policy_sha256,
         key_id=attestation.key_id(key.public_key()),
         silos=silos,
+        approval=approval,
     )
     client.log_text(run_id, statement.payload().decode(), attestation_path(version))
     client.set_model_version_tag(
         model_name, version, SIGNATURE_TAG, attestation.sign(statement, key)
     )
+
+
+def record_decision(
+    *,
+    model_name: str,
+    version: str,
+    alias: str,
+    approval: dict[str, Any] | None,
+    refusal: str | None,
+    gate_report_json: str,
+    epsilon: float,
+    delta: float,
+    policy_sha256: str,
+    promotion_lock: PromotionLock | None = None,
+    silos: list[dict[str, Any]] | None = None,
+) -> bool:
+    """Finish a `pending-approval` version: sign and promote it, or reject it.
+
+    `approval` is the approver's record (`privgate.registry.approval.Decision.to_dict`);
+    with `decision: approve` and no `refusal`, the attestation is signed with it and the
+    alias moves. A rejection, a refusal (a timeout, an error) or anything else tags the
+    version rejected with the reason: it never gets the alias. Returns whether it was
+    promoted.
+
+    Raises:
+        RegistryError: when the version is not waiting for a decision.
+    """
+    client = _client()
+    mv = client.get_model_version(model_name, version)
+    status = (mv.tags or {}).get(STATUS_TAG)
+    if status != PENDING_APPROVAL:
+        raise RegistryError(
+            f"{model_name} version {version} is {status!r}, not waiting for approval"
+        )
+    for key, value in (approval or {}).items():
+        tag = APPROVAL_TAG_PREFIX + key
+        client.set_model_version_tag(model_name, version, tag, str(value)[:4000])
+    if approval is None or approval.get("decision") != "approve" or refusal:
+        if refusal:
+            reason = refusal
+        elif approval is not None:
+            reason = f"rejected by {approval['approver']}: {approval['rationale']}"
+        else:
+            reason = "not approved"
+        client.set_model_version_tag(model_name, version, STATUS_TAG, "rejected")
+        client.set_model_version_tag(model_name, version, REJECTED_REASON_TAG, reason[:4000])
+        return False
+    # Signed first, then approved: a crash in between leaves a version no consumer loads.
+    _sign_version(
+        client,
+        model_name=model_name,
+        version=version,
+        run_id=str(mv.run_id),
+        gate_report_json=gate_report_json,
+        epsilon=epsilon,
+        delta=delta,
+        policy_sha256=policy_sha256,
+        silos=silos,
+        approval=approval,
+    )
+    client.set_model_version_tag(model_name, version, STATUS_TAG, "approved")
+    return _promote(client, model_name, alias, version, promotion_lock)
 
 
 def log_run_text(run_id: str, text: str, path: str) -> None:
@@ -391,7 +484,7 @@ def demote(
     """
     client = _client()
     with _promotion(model_name, promotion_lock):
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        stamp = _utc_now()
         # Status first: if the alias removal fails, consumers already refuse the version.
         client.set_model_version_tag(model_name, version, STATUS_TAG, "demoted")
         client.set_model_version_tag(model_name, version, DEMOTED_TAG, stamp)
@@ -401,6 +494,10 @@ def demote(
             return False
         client.delete_registered_model_alias(model_name, alias)
         return True
+
+
+def _utc_now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 def _pip_requirements() -> list[str]:

@@ -42,6 +42,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     except RuntimeError as missing:
         require(str(missing), False)
     root = tmp_path_factory.mktemp("stack", numbered=True)
-    with running_stack(root, ["manual-training", "champion-reaudit", "nightly-training"]) as live:
+    with running_stack(
+        root, ["manual-training", "champion-reaudit", "nightly-training", "approved-training"]
+    ) as live:
         write_demo_data(live.home / "demo", rows=ROWS)
         yield live

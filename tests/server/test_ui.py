@@ -81,3 +81,71 @@ def test_when_a_person_starts_manual_training_from_the_ui_then_the_run_completes
     assert config["training"]["dp"]["accountant"] == "rdp"
     assert config["registry"]["experiment"] == "privgate-from-the-ui"
     assert (screenshots / "manual-training-completed.png").stat().st_size > 10_000
+
+
+def test_when_an_approver_fills_the_approval_form_in_the_ui_then_the_run_resumes_promoted(
+    chromium: str, stack: Stack, screenshots: Path
+) -> None:
+    from mlflow.tracking import MlflowClient
+    from playwright.sync_api import expect, sync_playwright
+
+    from privgate.registry import attestation
+    from tests.server.test_approval import (
+        APPROVER,
+        own_data_config,
+        reviewed_policy,
+        start_approved_training,
+        wait_paused,
+    )
+
+    model = "privgate-approval-ui"
+    policy = reviewed_policy(stack, "policy-approval-ui.yaml", model=model)
+    run_id = start_approved_training(stack, own_data_config(stack, seed=13), policy)
+    wait_paused(stack, run_id)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1400, "height": 2000})
+        page.set_default_timeout(60_000)
+
+        # given: the paused run, its Resume dialog with the evidence and the form
+        page.goto(f"{stack.prefect_url}/runs/flow-run/{run_id}")
+        page.get_by_role("button", name="Resume").first.click()
+        dialog = page.get_by_role("dialog")
+        expect(dialog.get_by_text("Every privacy gate passed", exact=False)).to_be_visible()
+        expect(dialog.get_by_text("Evidence SHA-256", exact=False)).to_be_visible()
+        boxes = dialog.locator("textarea")  # approver, rationale, evidence (filled in)
+        expect(boxes.nth(2)).to_have_value(re.compile("^[0-9a-f]{64}$"))
+
+        # when: the approver types their name, picks approve, gives a rationale, submits
+        boxes.nth(0).fill(APPROVER)
+        decision = dialog.locator(".p-select-button__control")
+        decision.click()
+        if not page.get_by_role("listbox").is_visible():
+            decision.press("ArrowDown")
+        page.get_by_role("option", name="approve", exact=True).click()
+        boxes.nth(1).fill("approved from the UI: epsilon 3, k 5, audit within bounds")
+        page.screenshot(path=str(screenshots / "approval-form.png"), full_page=True)
+        with page.expect_response(
+            lambda r: r.request.method == "POST" and r.url.endswith("/resume")
+        ) as resumed:
+            dialog.get_by_role("button", name="Submit", exact=True).click()
+        assert resumed.value.ok, resumed.value.text()
+        final = stack.wait_for_run(run_id)
+
+        page.goto(f"{stack.prefect_url}/runs/flow-run/{run_id}")
+        expect(page.get_by_text("Completed", exact=True).first).to_be_visible()
+        page.screenshot(path=str(screenshots / "approval-completed.png"), full_page=True)
+        browser.close()
+
+    # then: the version is the champion, and its attestation names the approver
+    assert final["state"]["type"] == "COMPLETED", final["state"]["message"]
+    client = MlflowClient(tracking_uri=stack.mlflow_url)
+    champion = client.get_model_version_by_alias(model, "champion")
+    statement = client.download_artifacts(
+        champion.run_id, f"attestation/v{champion.version}.json", str(stack.root)
+    )
+    signed = attestation.Attestation.from_payload(Path(statement).read_bytes())
+    assert signed.approval is not None
+    assert signed.approval["approver"] == APPROVER
+    assert "from the UI" in signed.approval["rationale"]
+    assert (screenshots / "approval-completed.png").stat().st_size > 10_000

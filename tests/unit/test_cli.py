@@ -167,3 +167,22 @@ def test_when_the_sweep_grid_repeats_a_value_then_it_exits_1_before_anything_run
     assert "sweep grid" in json.loads(out.out)["error"]
     assert "repeated" in json.loads(out.out)["error"]
     assert not (tmp_path / "ledger.sqlite3").exists()
+
+
+@pytest.mark.parametrize("command", [["run"], ["sweep", "--epsilons", "1"]])
+def test_when_the_policy_asks_for_approval_without_a_server_then_the_run_is_refused_first(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    command: list[str],
+) -> None:
+    monkeypatch.setenv("PRIVGATE_HOME", str(tmp_path))
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    monkeypatch.setenv("PRIVGATE_POLICY", "")  # restored after the test (the CLI sets it)
+    policy = Path(__file__).resolve().parents[2] / "configs" / "policy-approval.yaml"
+
+    code = main([*command, "--policy", str(policy)])
+
+    assert code == EXIT_ERROR
+    assert "approval.required" in capsys.readouterr().err
+    assert not (tmp_path / "ledger.sqlite3").exists()  # nothing was charged

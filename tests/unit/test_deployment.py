@@ -38,6 +38,7 @@ def test_when_prefect_yaml_is_read_then_every_deployment_runs_a_privgate_flow() 
     assert flows == {
         "nightly-training": "privacy-gated-training-from-file",
         "manual-training": "privacy-gated-training",
+        "approved-training": "privacy-gated-training",
         "champion-reaudit": "champion-reaudit",
         "privacy-utility-sweep": "privacy-utility-sweep",
         "federated-training": "federated-training-from-file",
@@ -78,6 +79,7 @@ def test_when_deployments_are_scheduled_then_nightly_trains_and_weekly_reaudits(
     assert schedules == {
         "nightly-training": ["0 2 * * *"],
         "manual-training": [],
+        "approved-training": [],
         "champion-reaudit": ["0 4 * * 1"],
         "privacy-utility-sweep": [],
         "federated-training": [],
@@ -97,10 +99,21 @@ def test_when_deployments_take_parameters_then_they_name_files_never_thresholds(
     assert (ROOT / parameters["nightly-training"]["config_file"]).is_file()
     flat = yaml.safe_dump(parameters)
     assert not [key for key in thresholds if key in flat]
-    for deployment in deployments.values():
+    for name, deployment in deployments.items():
         env = deployment["work_pool"]["job_variables"]["env"]
-        assert env["PRIVGATE_POLICY"] == "configs/policy.yaml"
+        reviewed = "configs/policy-approval.yaml" if name == "approved-training" else None
+        assert env["PRIVGATE_POLICY"] == (reviewed or "configs/policy.yaml")
         assert load_policy(ROOT / env["PRIVGATE_POLICY"]).min_k >= 2
+    # The sign-off deployment's environment is the others' but for the policy file.
+    approval = deployments["approved-training"]["work_pool"]["job_variables"]["env"]
+    manual = deployments["manual-training"]["work_pool"]["job_variables"]["env"]
+    assert {k: v for k, v in approval.items() if k != "PRIVGATE_POLICY"} == {
+        k: v for k, v in manual.items() if k != "PRIVGATE_POLICY"
+    }
+    reviewed_policy = load_policy(ROOT / approval["PRIVGATE_POLICY"])
+    assert reviewed_policy.approval.required
+    assert reviewed_policy.approval.approvers
+    assert not load_policy(ROOT / manual["PRIVGATE_POLICY"]).approval.required
 
 
 def test_when_the_file_flow_runs_then_its_parameters_point_at_a_config_and_overrides() -> None:

@@ -553,3 +553,100 @@ def test_when_the_server_dropped_a_context_then_the_client_uploads_it_again() ->
 
     np.testing.assert_allclose(again, expected, atol=1e-5)
     assert first.bytes_sent > 2 * first.context_bytes  # uploaded twice
+
+
+def _zstd_blocks(raw: bytes = b"", zeros: int = 0, *, last: bool = False) -> bytes:
+    """zstd blocks: `raw` bytes stored as they are, then `zeros` zero bytes as RLE blocks."""
+    out = bytearray()
+    for start in range(0, len(raw), 131072):
+        chunk = raw[start : start + 131072]
+        end = last and not zeros and start + 131072 >= len(raw)
+        out += (int(end) | len(chunk) << 3).to_bytes(3, "little") + chunk
+    while zeros:
+        size, zeros = min(zeros, 131072), zeros - min(zeros, 131072)
+        out += (int(last and not zeros) | 1 << 1 | size << 3).to_bytes(3, "little") + b"\0"
+    return bytes(out)
+
+
+def _relin_key_bomb(public: bytes, parms: list[int], keys: int) -> bytes:
+    """A public context whose relinearization key set declares `keys` x 3 zero keys.
+
+    SEAL allocates every key the set declares while loading, 512 KB each here, and the
+    zeros compress to a few bytes (found by a red-team review of the server).
+    """
+    seal = struct.Struct("<HBBBBHQ")
+
+    def header(body: int, compression: int) -> bytes:
+        return seal.pack(0xA15E, 16, 4, 3, compression, 0, 16 + body)
+
+    data = 2 * 8192 * 4 * 8  # one key's ciphertext data at the key level (k = 4)
+    meta = struct.pack("<4Q", *parms) + b"\1" + struct.pack("<QQQdQ", 2, 8192, 4, 1.0, 1)
+    dyn = header(8 + data, 0) + struct.pack("<Q", 2 * 8192 * 4)
+    prefix = header(len(meta) + len(dyn) + data, 0) + meta + dyn
+    frame = bytearray(struct.pack("<I", 0xFD2FB528) + b"\x00\x38")
+    frame += _zstd_blocks(struct.pack("<4Q", *parms) + struct.pack("<Q", keys))
+    for key in range(keys):
+        frame += _zstd_blocks(struct.pack("<Q", 3))
+        for part in range(3):
+            frame += _zstd_blocks(prefix, data, last=key == keys - 1 and part == 2)
+    relin = header(len(frame), 2) + bytes(frame)
+    fields = _top_fields(public)
+    inner = _top_fields(fields[1][2])
+    body = _field(2, 0, _varint(7)) + _bytes_field(3, inner[1][2], fixed=True)
+    return _bytes_field(1, fields[0][2]) + _bytes_field(2, body + _bytes_field(4, relin))
+
+
+def _bytes_field(number: int, body: bytes, *, fixed: bool = False) -> bytes:
+    if fixed:  # a double
+        return _field(number, 1, body)
+    return _field(number, 2, _varint(len(body)) + body)
+
+
+def _top_fields(data: bytes) -> list[tuple[int, int, bytes]]:
+    at, out = 0, []
+
+    def varint(at: int) -> tuple[int, int]:
+        value = shift = 0
+        while True:
+            byte = data[at]
+            at += 1
+            value |= (byte & 0x7F) << shift
+            shift += 7
+            if byte < 0x80:
+                return value, at
+
+    while at < len(data):
+        key, at = varint(at)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            value, at = varint(at)
+            out.append((number, wire, _varint(value)))
+        elif wire == 2:
+            length, at = varint(at)
+            out.append((number, wire, data[at : at + length]))
+            at += length
+        else:
+            out.append((number, wire, data[at : at + 8]))
+            at += 8
+    return out
+
+
+def test_when_a_context_declares_gigabytes_of_keys_then_it_is_refused_in_bounded_memory(
+    http: TestClient, client_context
+) -> None:
+    import resource
+
+    from privgate.encrypted.params import parms_id
+
+    context, public = client_context
+    bomb = _relin_key_bomb(public, parms_id(context), keys=1500)  # 2.4 GB of keys
+    assert len(bomb) < 1_000_000
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+    response = http.post("/v1/contexts", content=bomb)
+
+    assert response.status_code == 400
+    assert "declares more keys" in response.json()["detail"]
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert grown_mb < 200  # the server process never inflated it
+    assert http.get("/healthz").status_code == 200
