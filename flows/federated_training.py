@@ -61,6 +61,13 @@ def federated_training(
     started = time.perf_counter()
     require_dp(config)
     policy = load_policy()
+    if policy.approval.required:
+        # Fail closed: a federated version has no sign-off step yet, and must not be
+        # promoted past a policy that asks for one.
+        return Failed(
+            message="blocked before training: the policy asks for a person's approval "
+            "(approval.required), which federated training does not support yet"
+        )
     # One folder per run: a concurrent run must never touch this run's silo accounting.
     root = Path(workdir) if workdir else privgate_home() / "federated" / "runs" / str(flow_run.id)
     folders = {s.name: root / "silos" / s.name for s in plan.silos}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -406,3 +407,19 @@ def test_when_silos_are_deployed_then_the_plan_keeps_their_own_paths(tmp_path) -
         FederatedPlan(silos=[{**entries[0], "deployment": "federated-silo/s0"}, *entries[1:]])
     decoded = decode_weights(encode_weights(weights))
     assert [w.tolist() for w in decoded] == [w.tolist() for w in weights]
+
+
+def test_when_the_policy_asks_for_approval_then_federated_training_is_refused_first(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from flows.federated_training import federated_training
+    from privgate.federated.plan import load_plan
+
+    root = Path(__file__).resolve().parents[2]
+    monkeypatch.setenv("PRIVGATE_POLICY", str(root / "configs" / "policy-approval.yaml"))
+    plan = load_plan(root / "configs" / "federated-deployed.yaml")
+
+    state = federated_training.fn(plan=plan)  # the flow's body: it stops before any step
+
+    assert state.is_failed()
+    assert "approval.required" in state.message
