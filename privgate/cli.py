@@ -161,6 +161,9 @@ def _build_parser() -> argparse.ArgumentParser:
     load.add_argument("name")
     load.add_argument("--alias", default="champion", help="alias to resolve (default: champion)")
     load.add_argument("--max-epsilon", type=float, help="refuse a model that spent more epsilon")
+    load.add_argument(
+        "--require-approval", action="store_true", help="refuse a model no person signed off"
+    )
     load.add_argument("--json", action="store_true")
     verify = model_commands.add_parser(
         "verify", help="check every aliased version against its signed approval"
@@ -609,7 +612,12 @@ def _models_load(args: argparse.Namespace) -> int:
     from privgate.registry.consumer import RefusedError, load_verified_model
 
     try:
-        _, verified = load_verified_model(args.name, alias=args.alias, max_epsilon=args.max_epsilon)
+        _, verified = load_verified_model(
+            args.name,
+            alias=args.alias,
+            max_epsilon=args.max_epsilon,
+            require_approval=args.require_approval,
+        )
     except RefusedError as exc:
         _fail(f"refused: {exc}", as_json=args.json)
         return EXIT_BLOCKED

@@ -48,6 +48,7 @@ def verify_version(
     version: str | None = None,
     max_epsilon: float | None = None,
     download_to: Path | None = None,
+    require_approval: bool = False,
 ) -> VerifiedVersion:
     """Resolve and verify a version; return its verified local copy (not deserialized).
 
@@ -113,6 +114,11 @@ def verify_version(
             f"{what}: the signed approval is for {statement.model_name} version "
             f"{statement.version}, not this version"
         )
+    if require_approval and (statement.approval or {}).get("decision") != "approve":
+        raise RefusedError(
+            f"{what}: no person's approval is signed into it (the policy that promoted it "
+            "asked for none), and --require-approval asks for one"
+        )
     if max_epsilon is not None and not statement.epsilon <= max_epsilon:
         raise RefusedError(
             f"{what} spent epsilon {statement.epsilon:.4g}, more than --max-epsilon {max_epsilon:g}"
@@ -149,6 +155,7 @@ def load_verified_model(
     *,
     alias: str = "champion",
     max_epsilon: float | None = None,
+    require_approval: bool = False,
 ) -> tuple[Any, VerifiedVersion]:
     """Verify `name@alias`, then load it; return the pyfunc model and what was verified.
 
@@ -161,7 +168,13 @@ def load_verified_model(
     import mlflow
 
     with tempfile.TemporaryDirectory(prefix="privgate-verified-") as tmp:
-        verified = verify_version(name, alias=alias, max_epsilon=max_epsilon, download_to=Path(tmp))
+        verified = verify_version(
+            name,
+            alias=alias,
+            max_epsilon=max_epsilon,
+            download_to=Path(tmp),
+            require_approval=require_approval,
+        )
         return mlflow.pyfunc.load_model(str(verified.local_path)), verified
 
 
@@ -170,13 +183,18 @@ def load_approved_model(
     *,
     alias: str = "champion",
     max_epsilon: float | None = None,
+    require_approval: bool = False,
 ) -> Any:
     """Return the pyfunc model behind `name@alias`, only if approved, signed and untampered.
+
+    `require_approval` also refuses a version no person signed off (policy `approval`).
 
     Raises:
         RefusedError: when any check fails (nothing was deserialized).
     """
-    return load_verified_model(name, alias=alias, max_epsilon=max_epsilon)[0]
+    return load_verified_model(
+        name, alias=alias, max_epsilon=max_epsilon, require_approval=require_approval
+    )[0]
 
 
 def verify_registry(name: str | None = None) -> list[dict[str, Any]]:

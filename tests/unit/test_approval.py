@@ -124,7 +124,10 @@ def test_when_the_reviewed_approval_policy_is_read_then_only_the_approval_step_d
     reviewed = load_policy(ROOT / "configs" / "policy-approval.yaml")
     assert reviewed.approval.required
     assert reviewed.approval.approvers
-    assert reviewed.model_copy(update={"approval": ApprovalPolicy()}) == base
+    # Its own registered name: no run under the base policy promotes into it.
+    assert reviewed.registered_model_name != base.registered_model_name
+    unchanged = {"approval": ApprovalPolicy(), "registered_model_name": base.registered_model_name}
+    assert reviewed.model_copy(update=unchanged) == base
     assert not base.approval.required  # the quickstart promotes without a person
 
 
@@ -173,7 +176,7 @@ def test_when_an_approver_approves_then_the_version_is_signed_with_the_decision(
     decision = _decision()
     assert _record(version, decision) is True
 
-    verified = verify_version(NAME)
+    verified = verify_version(NAME, require_approval=True)
     assert verified.version == version
     assert verified.attestation.approval == decision.to_dict()
     assert verify_registry(NAME)[0]["approval"]["approver"] == "officer@example.org"
@@ -258,3 +261,15 @@ def test_when_a_card_is_rendered_then_it_shows_the_approval(
     else:
         assert "## Approval" in card
         assert shown in card
+
+
+def test_when_a_consumer_requires_approval_then_a_version_nobody_signed_off_is_refused(
+    home: Path,
+) -> None:
+    from tests.unit.test_consumer import register
+
+    register(approved=True, run_key="run-gates-only")  # promoted by the gates alone
+
+    assert verify_version(NAME).version == "1"
+    with pytest.raises(Exception, match="no person's approval is signed into it"):
+        verify_version(NAME, require_approval=True)
