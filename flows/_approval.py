@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from typing import Any, Literal
 
 from prefect import get_run_logger
@@ -32,7 +33,7 @@ from audits.gates import GateReport
 from privgate import stages
 from privgate.config import ApprovalPolicy, PipelineConfig, PrivacyPolicy
 from privgate.registry.approval import MAX_RATIONALE, Decision, refusal, timeout_refusal
-from privgate.registry.versions import Registration
+from privgate.registry.versions import Registration, registered_gate_report_sha256
 from tasks.registry import record_approval
 
 # Prefect polls the run's state this often while it is paused.
@@ -142,12 +143,35 @@ def sign_off(
     Returns the registration after the decision and the summary's `approval` entry.
     """
     description, digest = stages.approval_request(evidence, gates, config, policy, registration)
-    decision, refusal = await_decision(
-        policy=policy.approval,
-        description=description,
-        evidence_sha256=digest,
-        run_key=f"{registration.model_name}-{registration.version}",
-    )
+    decision: Decision | None = None
+    refusal: str | None = None
+    if registered_gate_report_sha256(registration.run_id) != digest:
+        # A retried run found the version an earlier attempt registered, with that
+        # attempt's evidence: an approval of this run's evidence would not be its.
+        refusal = (
+            "the run was retried and its evidence is not the registered version's; start a new run"
+        )
+    else:
+        try:
+            decision, refusal = await_decision(
+                policy=policy.approval,
+                description=description,
+                evidence_sha256=digest,
+                # Unique per execution: a retried run asks afresh, never replays an answer.
+                run_key=f"{registration.model_name}-{registration.version}-{uuid.uuid4().hex[:8]}",
+            )
+        except BaseException as exc:
+            # Fail closed and say so: the version is rejected, not left pending.
+            record_approval(
+                evidence=evidence,
+                gates=gates,
+                config=config,
+                policy=policy,
+                registration=registration,
+                decision=None,
+                refusal=f"the sign-off step failed ({type(exc).__name__})",
+            )
+            raise
     done = record_approval(
         evidence=evidence,
         gates=gates,
@@ -164,6 +188,7 @@ def sign_off(
         outcome = f"{verdict} by {decision.approver}"
     entry = {
         "outcome": outcome,
+        "approved": decision is not None and decision.decision == "approve" and not refusal,
         "evidence_sha256": digest,
         **({} if decision is None else decision.to_dict()),
     }

@@ -91,7 +91,7 @@ def privacy_gated_training(config: PipelineConfig = DEFAULT_CONFIG) -> State[Any
         return Failed(message=f"blocked: {gates.failure_message()}", data=summary)
     if approval is not None:
         summary["approval"] = approval
-        if not registration.promoted:
+        if not approval["approved"]:
             return Failed(message=f"blocked: approval: {approval['outcome']}", data=summary)
     return Completed(message=f"promoted version {registration.version}", data=summary)
 

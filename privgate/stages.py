@@ -1179,9 +1179,11 @@ def finish_approval(
     )
     done = replace(registration, promoted=promoted, pending_approval=False)
     facts = copy.deepcopy(dict(registration.card_facts or {}))
-    facts["model"] = {**facts.get("model", {}), "status": "approved" if promoted else "rejected"}
+    approved = approval is not None and approval.get("decision") == "approve" and not refusal
+    status = "approved" if approved else "rejected"
+    facts["model"] = {**facts.get("model", {}), "status": status}
     facts["approval"] = {
-        "status": "approved" if promoted else "rejected",
+        "status": status,
         **(approval or {}),
         "refusal": refusal,
     }

@@ -43,7 +43,8 @@ class Decision:
     ) -> Decision:
         """Return a decision stamped with the current UTC time."""
         stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        return cls(approver.strip(), decision, rationale.strip(), evidence_sha256.strip(), stamp)
+        digest = evidence_sha256.strip().lower()
+        return cls(approver.strip(), decision, rationale.strip(), digest, stamp)
 
     def to_dict(self) -> dict[str, Any]:
         """Return the record signed into the attestation."""

@@ -114,11 +114,15 @@ def verify_version(
             f"{what}: the signed approval is for {statement.model_name} version "
             f"{statement.version}, not this version"
         )
-    if require_approval and (statement.approval or {}).get("decision") != "approve":
-        raise RefusedError(
-            f"{what}: no person's approval is signed into it (the policy that promoted it "
-            "asked for none), and --require-approval asks for one"
-        )
+    if require_approval:
+        signed_off = statement.approval or {}
+        if signed_off.get("decision") != "approve":
+            raise RefusedError(
+                f"{what}: no person's approval is signed into it (the policy that promoted "
+                "it asked for none), and --require-approval asks for one"
+            )
+        if str(signed_off.get("evidence_sha256", "")).lower() != statement.gate_report_sha256:
+            raise RefusedError(f"{what}: its approval is for other evidence than its gate report")
     if max_epsilon is not None and not statement.epsilon <= max_epsilon:
         raise RefusedError(
             f"{what} spent epsilon {statement.epsilon:.4g}, more than --max-epsilon {max_epsilon:g}"

@@ -336,26 +336,40 @@ def record_decision(
     version rejected with the reason: it never gets the alias. Returns whether it was
     promoted.
 
+    Idempotent, so a retried task finishes what a failed attempt began: a version this
+    same decision already approved is only promoted again, one it already rejected for
+    the same reason is left as it is.
+
     Raises:
-        RegistryError: when the version is not waiting for a decision.
+        RegistryError: when the version is not waiting for a decision, nor finished by
+            this one.
     """
     client = _client()
     mv = client.get_model_version(model_name, version)
-    status = (mv.tags or {}).get(STATUS_TAG)
+    tags = mv.tags or {}
+    status = tags.get(STATUS_TAG)
+    approves = approval is not None and approval.get("decision") == "approve" and not refusal
+    if refusal:
+        reason = refusal
+    elif approval is not None and not approves:
+        reason = f"rejected by {approval['approver']}: {approval['rationale']}"
+    else:
+        reason = "not approved"
     if status != PENDING_APPROVAL:
+        same = approval is not None and tags.get(APPROVAL_TAG_PREFIX + "decided_utc") == str(
+            approval.get("decided_utc")
+        )
+        if approves and status == "approved" and same and tags.get(SIGNATURE_TAG):
+            return _promote(client, model_name, alias, version, promotion_lock)
+        if not approves and status == "rejected" and tags.get(REJECTED_REASON_TAG) == reason:
+            return False
         raise RegistryError(
             f"{model_name} version {version} is {status!r}, not waiting for approval"
         )
     for key, value in (approval or {}).items():
         tag = APPROVAL_TAG_PREFIX + key
         client.set_model_version_tag(model_name, version, tag, str(value)[:4000])
-    if approval is None or approval.get("decision") != "approve" or refusal:
-        if refusal:
-            reason = refusal
-        elif approval is not None:
-            reason = f"rejected by {approval['approver']}: {approval['rationale']}"
-        else:
-            reason = "not approved"
+    if not approves:
         client.set_model_version_tag(model_name, version, STATUS_TAG, "rejected")
         client.set_model_version_tag(model_name, version, REJECTED_REASON_TAG, reason[:4000])
         return False
@@ -374,6 +388,17 @@ def record_decision(
     )
     client.set_model_version_tag(model_name, version, STATUS_TAG, "approved")
     return _promote(client, model_name, alias, version, promotion_lock)
+
+
+def registered_gate_report_sha256(run_id: str) -> str:
+    """Return the SHA-256 of the gate report logged with a run (what a version carries)."""
+    import mlflow
+
+    with tempfile.TemporaryDirectory() as tmp:
+        report = mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path=GATE_REPORT_PATH, dst_path=tmp
+        )
+        return attestation.sha256_bytes(Path(report).read_bytes())
 
 
 def log_run_text(run_id: str, text: str, path: str) -> None:

@@ -143,7 +143,7 @@ def test_when_a_listed_approver_decides_on_this_evidence_then_it_is_accepted() -
     ("changes", "reason"),
     [
         ({"approver": "Quorvath Zelbrandt"}, "not one the policy lists"),
-        ({"approver": "officer@example.org.evil"}, "not one the policy lists"),
+        ({"approver": "officer@example.org.Quorvath"}, "not one the policy lists"),
         ({"evidence_sha256": "0" * 64}, "for other evidence"),
         ({"rationale": "   "}, "needs a rationale"),
         ({"rationale": "x" * 2001}, "longer than 2000"),
@@ -185,7 +185,24 @@ def test_when_an_approver_approves_then_the_version_is_signed_with_the_decision(
     assert row["decision"] == "approve"
     assert row["evidence_sha256"] == DIGEST
     with pytest.raises(RegistryError, match="not waiting for approval"):
-        _record(version, decision)  # decided once, never again
+        _record(version, _decision(decision="reject"))  # decided once, never otherwise
+
+
+def test_when_recording_is_retried_then_it_finishes_without_recording_twice(
+    home: Path,
+) -> None:
+    approved, rejected = _held("run-retry-a"), _held("run-retry-b")
+    decision = _decision()
+    assert _record(approved, decision) is True
+    MlflowClient().delete_registered_model_alias(NAME, "champion")  # a failed alias move
+
+    assert _record(approved, decision) is True  # the retry only promotes
+    assert champion_version(NAME, "champion") == approved
+    no = _decision(decision="reject", rationale="no")
+    assert _record(rejected, no) is False
+    assert _record(rejected, no) is False  # the same rejection again: nothing changes
+    with pytest.raises(RegistryError, match="not waiting for approval"):
+        _record(rejected, _decision())  # but no other decision is taken after it
 
 
 def test_when_an_approver_rejects_then_the_version_is_tagged_with_the_reason(home: Path) -> None:
@@ -223,9 +240,14 @@ def test_when_a_signed_approval_is_edited_then_verification_refuses(home: Path) 
     _record(version, _decision())
     client = MlflowClient()
     run_id = client.get_model_version(NAME, version).run_id
-    statement = json.loads(attestation.Attestation(**_downloaded(run_id, version)).payload())
+    path = f"attestation/v{version}.json"
+    statement = _downloaded(run_id, version)
+    # Control: the statement written back unchanged, in its canonical form, verifies.
+    client.log_text(run_id, attestation.Attestation(**statement).payload().decode(), path)
+    assert verify_version(NAME).attestation.approval["approver"] == "officer@example.org"
+
     statement["approval"]["approver"] = "dpo@example.org"  # someone rewrites who approved
-    client.log_text(run_id, json.dumps(statement, sort_keys=True), f"attestation/v{version}.json")
+    client.log_text(run_id, attestation.Attestation(**statement).payload().decode(), path)
 
     with pytest.raises(Exception, match="signature does not verify"):
         verify_version(NAME)
