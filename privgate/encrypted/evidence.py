@@ -54,12 +54,10 @@ def measure_agreement(network: nn.Module, model: str, x: np.ndarray) -> dict[str
     circuit = Circuit.from_network(network)
     import tenseal as ts
 
-    (payload,) = encrypt_batches(client, rows, params) if len(rows) else (b"",)
-    if len(rows):
+    encrypted = np.zeros(0)
+    for payload in encrypt_batches(client, rows, params):  # one batch, none when empty
         result = circuit.evaluate(ts.ckks_tensor_from(server, payload)).serialize()
         encrypted = sigmoid(decrypt_logits(client, result, len(rows)))
-    else:
-        encrypted = np.zeros(0)
     figures = agreement(encrypted, predict_proba(network, rows).astype(np.float64))
     ready = bool(
         figures["max_abs_probability_difference"] <= MAX_PROBABILITY_DIFFERENCE
