@@ -98,6 +98,8 @@ _TOLERANCE = 1e-12
 _DENSE_KEY_FACTOR = 8
 # Mixed-radix keys are re-densified before their space could overflow int64.
 _KEY_SPACE_LIMIT = 1 << 62
+# A roll-up updates the base's key per raised QI up to this many, else recombines.
+_RAISED_FOR_DELTA = 3
 # Cached classes (for roll-up) may hold at most this many times the table's rows.
 _CACHE_ROWS_FACTOR = 16
 
@@ -663,13 +665,20 @@ class _Sensitive:
 
 @dataclass(frozen=True)
 class _Classes:
-    """The cached units of an evaluated node: one member row and the row count of each.
+    """The units of a counted node: one member (a finest unit) and the row count of each.
 
     A unit is a class, or with a sensitive column a (class, sensitive value) pair.
+    `key` encodes each member's codes at `levels` in mixed radix (`strides`, `space`),
+    so a generalization's key is this one plus a term per QI it raises; None when the
+    radix would overflow.
     """
 
     members: IntArray
     weights: FloatArray
+    levels: tuple[int, ...]
+    key: IntArray | None
+    strides: tuple[int, ...]
+    space: int
 
 
 def _precompute(column: str, hierarchy: Hierarchy, values: pd.Series) -> _QiCodes:
@@ -708,7 +717,15 @@ def _precompute(column: str, hierarchy: Hierarchy, values: pd.Series) -> _QiCode
 
 
 class _Search:
-    """Best-first search of the lattice in ascending lower-bound order."""
+    """Best-first search of the lattice in ascending lower-bound order.
+
+    Every count runs on units, never on rows: the finest classes (every QI raw, with a
+    sensitive column the (class, sensitive value) pairs), computed once with their row
+    counts, or the units of an evaluated specialization that compresses them further.
+    What a count proves is written into whole boxes of the lattice (a node's
+    specializations are the box below it, its generalizations the box above), through
+    views of the lattice arrays shaped like the lattice.
+    """
 
     def __init__(
         self,
@@ -726,152 +743,275 @@ class _Search:
         self.sensitive = sensitive
         self.heights = [len(qi.codes) for qi in qis]
         self.strides_list = [math.prod(self.heights[j + 1 :]) for j in range(len(qis))]
-        grid = np.indices(self.heights, dtype=np.int16).reshape(len(qis), -1).T
-        self.nodes = np.ascontiguousarray(grid)
-        losses = np.zeros(len(grid))
+        size = math.prod(self.heights)
+        bound = np.zeros(self.heights)
         for j, qi in enumerate(qis):
-            losses += np.asarray(qi.attribute_loss)[grid[:, j]]
-        self.bound = losses / len(qis)
-        # Per QI and level, which nodes sit at or below / at or above it: ANDing one row
-        # per QI gives a node's specializations / generalizations without a lattice scan.
-        self._at_most = [
-            [grid[:, j] <= level for level in range(height)]
-            for j, height in enumerate(self.heights)
-        ]
-        self._at_least = [
-            [grid[:, j] >= level for level in range(height)]
-            for j, height in enumerate(self.heights)
-        ]
-        self.failing = np.zeros(len(grid), dtype=bool)
-        self.passing = np.zeros(len(grid), dtype=bool)
-        self.unsuppressed = np.zeros(len(grid), dtype=bool)
+            shape = [1] * len(qis)
+            shape[j] = self.heights[j]
+            bound += np.asarray(qi.attribute_loss).reshape(shape)
+        self.bound = (bound / len(qis)).reshape(size)
+        self.failing = np.zeros(size, dtype=bool)
+        self.passing = np.zeros(size, dtype=bool)
+        self.unsuppressed = np.zeros(size, dtype=bool)
+        # A lower bound on the loss suppression adds (see `_raise_floor`), per node.
+        self.extra = np.zeros(size)
         self.evaluations: dict[int, _Evaluation] = {}
+        self._exact: set[int] = set()  # evaluated nodes whose loss is exact
         self.best: tuple[float, int, tuple[int, ...]] | None = None
-        # Classes of evaluated nodes that compress the table: a generalization of one
-        # is counted from its members (weighted), not from every row ("roll-up").
-        # Nodes are ranked by units cached (classes, or pairs with a sensitive column):
-        # what a roll-up from them costs.
-        self._no_classes = np.iinfo(np.int64).max
-        self._unit_counts = np.full(len(grid), self._no_classes, dtype=np.int64)
+        self.finest = self._finest_units()
+        # Units of evaluated nodes that compress the finest ones: a generalization of
+        # one is counted from its members (weighted) instead ("roll-up"). Nodes are
+        # ranked by units cached, what a roll-up from them costs.
         self._cached: dict[int, _Classes] = {}
+        self._cached_nodes = np.empty((0, len(qis)), dtype=np.int16)
+        self._cached_units = np.empty(0, dtype=np.int64)
+        self._cached_keys: list[int] = []
         self._cache_room = _CACHE_ROWS_FACTOR * rows
+        self._step_maps: dict[tuple[int, int, int], IntArray] = {}
+
+    def _finest_units(self) -> _Units:
+        """Count the finest units once: one member row and the row count of each."""
+        parts = [(qi.codes[0], qi.cardinality[0]) for qi in self.qis]
+        if self.sensitive is not None:
+            parts.append((self.sensitive.codes, self.sensitive.values))
+        key, space = _combine(parts)
+        dense, slots = _densify(key, space)
+        counts = np.bincount(dense, minlength=slots)
+        # Scattering the row numbers backwards leaves each unit its first row.
+        first = np.empty(slots, dtype=np.int64)
+        first[dense[::-1]] = np.arange(self.rows - 1, -1, -1, dtype=np.int64)
+        present = counts > 0
+        first, weights = first[present], counts[present].astype(np.float64)
+        codes = [[level[first] for level in qi.codes] for qi in self.qis]
+        sensitive = None if self.sensitive is None else self.sensitive.codes[first]
+        levels = (0,) * len(self.qis)
+        members = np.arange(len(first), dtype=np.int64)
+        base = self._keyed(members, weights, levels, codes)
+        return _Units(codes, sensitive, base)
+
+    def _keyed(
+        self,
+        members: IntArray,
+        weights: FloatArray,
+        levels: tuple[int, ...],
+        codes: list[list[npt.NDArray[np.int32]]] | None = None,
+    ) -> _Classes:
+        """Return units with their mixed-radix key at `levels` (None if it would overflow)."""
+        codes = self.finest.codes if codes is None else codes
+        sizes = [qi.cardinality[level] for qi, level in zip(self.qis, levels, strict=True)]
+        if math.prod(sizes) >= _KEY_SPACE_LIMIT:
+            return _Classes(members, weights, levels, None, (), 0)
+        strides = tuple(math.prod(sizes[j + 1 :]) for j in range(len(sizes)))
+        key = np.zeros(len(members), dtype=np.int64)
+        for j, (level, stride) in enumerate(zip(levels, strides, strict=True)):
+            if sizes[j] > 1:
+                key += codes[j][level][members].astype(np.int64) * stride
+        return _Classes(members, weights, levels, key, strides, math.prod(sizes))
+
+    def _step_map(self, j: int, low: int, high: int) -> IntArray:
+        """Map QI `j`'s codes at level `low` to its codes at level `high` (memoized)."""
+        cached = self._step_maps.get((j, low, high))
+        if cached is None:
+            codes = self.finest.codes[j]
+            cached = np.zeros(self.qis[j].cardinality[low], dtype=np.int64)
+            cached[codes[low]] = codes[high]
+            self._step_maps[j, low, high] = cached
+        return cached
 
     def _index(self, node: tuple[int, ...]) -> int:
         return sum(level * stride for level, stride in zip(node, self.strides_list, strict=True))
 
-    def _specializations(self, node: tuple[int, ...]) -> npt.NDArray[np.bool_]:
-        mask = self._at_most[0][node[0]].copy()
-        for j in range(1, len(node)):
-            mask &= self._at_most[j][node[j]]
-        return mask
+    def _below(self, array: npt.NDArray[Any], node: tuple[int, ...]) -> npt.NDArray[Any]:
+        """View the box of `array` holding the node's specializations (itself included)."""
+        return array.reshape(self.heights)[tuple(slice(0, level + 1) for level in node)]
 
-    def _generalizations(self, node: tuple[int, ...]) -> npt.NDArray[np.bool_]:
-        mask = self._at_least[0][node[0]].copy()
-        for j in range(1, len(node)):
-            mask &= self._at_least[j][node[j]]
-        return mask
+    def _above(self, array: npt.NDArray[Any], node: tuple[int, ...]) -> npt.NDArray[Any]:
+        """View the box of `array` holding the node's generalizations (itself included)."""
+        return array.reshape(self.heights)[tuple(slice(level, None) for level in node)]
 
     def run(self) -> tuple[int, ...] | None:
         """Return the acceptable node of least loss, or None when there is none."""
-        heights = self.nodes.sum(axis=1, dtype=np.int64)
-        sort_keys = [self.nodes[:, j] for j in reversed(range(len(self.heights)))]
-        order = np.lexsort([*sort_keys, heights, np.round(self.bound, 12)])
+        nodes = np.indices(self.heights, dtype=np.int16).reshape(len(self.heights), -1)
+        heights = nodes.sum(axis=0, dtype=np.int64)
+        order = np.lexsort([*reversed(nodes), heights, np.round(self.bound, 12)])
         for index in order.tolist():
             if self.best is not None and self.bound[index] > self.best[0] + _TOLERANCE:
                 break
-            if self.failing[index]:
+            if self.failing[index] or not self._may_win(index):
                 continue
-            node = tuple(int(level) for level in self.nodes[index])
+            node = self._node(index)
+            if self._climb(node, evaluated=False):
+                continue
             if not self._acceptable(node, need_loss=True):
-                self._climb(node)
+                self._climb(node, evaluated=True)
         return None if self.best is None else self.best[2]
 
-    def evaluate(self, node: tuple[int, ...]) -> _Evaluation:
-        """Count the node's classes on the data (once) and record what that proves."""
+    def _node(self, index: int) -> tuple[int, ...]:
+        node = []
+        for stride in self.strides_list:
+            level, index = divmod(index, stride)
+            node.append(level)
+        return tuple(node)
+
+    def _may_win(self, index: int) -> bool:
+        """Whether the node's loss could still beat or tie the best found so far."""
+        if self.best is None:
+            return True
+        return self.bound[index] + self.extra[index] <= self.best[0] + _TOLERANCE
+
+    def evaluate(self, node: tuple[int, ...], *, exact: bool = True) -> _Evaluation:
+        """Count the node's classes and measure all of it: k, l, suppression, loss.
+
+        Without `exact`, an acceptable node whose bound cannot beat the best found so
+        far keeps its bound as its loss (a lower bound): the loss suppression adds costs
+        a pass over the suppressed rows, and such a node is never offered. Asked again
+        with `exact`, it is counted again.
+        """
         index = self._index(node)
-        if index in self.evaluations:
-            return self.evaluations[index]
-        base = self._base_for(node)
-        if base is None:
-            codes = [qi.codes[level] for qi, level in zip(self.qis, node, strict=True)]
-            members: IntArray = np.arange(self.rows, dtype=np.int64)
-            weights: FloatArray | None = None
-        else:
-            members, weights = base.members, base.weights
-            codes = [qi.codes[level][members] for qi, level in zip(self.qis, node, strict=True)]
-        sizes = [qi.cardinality[level] for qi, level in zip(self.qis, node, strict=True)]
-        key, space = _combine(zip(codes, sizes, strict=True))
-        dense, slots = _densify(key, space)
-        counts = np.bincount(dense, weights=weights, minlength=slots).astype(np.int64)
-        small = (counts > 0) & (counts < self.k)
+        known = self.evaluations.get(index)
+        if known is not None and (not exact or index in self._exact):
+            return known
+        count = self._count(node)
+        kept = count.counts >= self.k
+        if self.sensitive is not None:
+            kept &= count.distinct >= self.sensitive.l_target
+        k_achieved = int(count.counts[kept].min()) if kept.any() else 0
         if self.sensitive is None:
-            units, unit_counts = dense, counts
-            kept = counts >= self.k
             l_achieved = int(bool(kept.any()))
         else:
-            sensitive = self.sensitive
-            units, unit_slots, distinct = _pair_classes(
-                dense, slots, sensitive.codes[members], sensitive.values
-            )
-            unit_counts = np.bincount(units, weights=weights, minlength=unit_slots)
-            unit_counts = unit_counts.astype(np.int64)
-            small |= (counts > 0) & (distinct < sensitive.l_target)
-            kept = (counts > 0) & ~small
-            l_achieved = int(distinct[kept].min()) if kept.any() else 0
-        suppressed = int(counts[small].sum())
-        k_achieved = int(counts[kept].min()) if kept.any() else 0
+            l_achieved = int(count.distinct[kept].min()) if kept.any() else 0
         loss = float(self.bound[index])
-        if 0 < suppressed <= self.budget:
-            # Suppressed rows lose 1 per QI where they had lost their cell loss.
-            in_small = small[dense]
-            row_weights = np.ones(int(in_small.sum())) if weights is None else weights[in_small]
-            gained = sum(
-                float(((1.0 - qi.cell_loss[level][qi_codes[in_small]]) * row_weights).sum())
-                for qi, level, qi_codes in zip(self.qis, node, codes, strict=True)
-            )
-            loss += gained / (self.rows * len(self.qis))
-        evaluation = _Evaluation(suppressed, k_achieved, loss, l_achieved)
+        passing = count.suppressed <= self.budget
+        if count.suppressed == 0 or not passing or exact or self._may_win(index):
+            self._exact.add(index)
+            if passing and count.suppressed:
+                loss += self._extra(node, count)
+        evaluation = _Evaluation(count.suppressed, k_achieved, loss, l_achieved)
         self.evaluations[index] = evaluation
-        self._remember_classes(index, members, units, unit_counts)
-        self._record(node, evaluation)
+        if known is None:
+            self._record(node, count.suppressed)
+        if passing and index in self._exact:
+            self._raise_floor(node, loss - float(self.bound[index]))
+            self._offer(node, loss)
         return evaluation
 
-    def _base_for(self, node: tuple[int, ...]) -> _Classes | None:
-        """Return the cached specialization of `node` with the fewest units."""
-        if not self._cached:
-            return None
-        counts = np.where(self._specializations(node), self._unit_counts, self._no_classes)
-        index = int(np.argmin(counts))
-        return None if counts[index] == self._no_classes else self._cached[index]
+    def _count(self, node: tuple[int, ...]) -> _Count:
+        """Count the node's classes (and units) from its cheapest cached specialization."""
+        base = self._base_for(node)
+        finest = self.finest
+        members = base.members
+        raised = [j for j, level in enumerate(node) if level != base.levels[j]]
+        if base.key is not None and len(raised) <= _RAISED_FOR_DELTA:
+            # Raising QI j swaps its digit of the base's key for its coarser code; the
+            # key stays one-to-one on the node's classes, in the base's (larger) space.
+            key = base.key.copy()
+            for j in raised:
+                old = finest.codes[j][base.levels[j]][members]
+                new = self._step_map(j, base.levels[j], node[j])[old]
+                key += (new - old) * base.strides[j]
+            space = base.space
+            radix: IntArray | None = key
+        else:
+            codes = [finest.codes[j][level][members] for j, level in enumerate(node)]
+            sizes = [qi.cardinality[level] for qi, level in zip(self.qis, node, strict=True)]
+            key, space = _combine(zip(codes, sizes, strict=True))
+            radix = None  # in the node's own radix, or renumbered: not the base's
+        dense, slots = _densify(key, space)
+        counts = np.bincount(dense, weights=base.weights, minlength=slots)
+        if self.sensitive is None:
+            small = counts < self.k
+            units, unit_counts, distinct = dense, counts, None
+        else:
+            units, unit_slots, distinct = _pair_classes(
+                dense, slots, finest.sensitive[members], self.sensitive.values
+            )
+            unit_counts = np.bincount(units, weights=base.weights, minlength=unit_slots)
+            small = (counts < self.k) | (distinct < self.sensitive.l_target)
+        # Empty slots count 0 rows, so summing them in changes nothing.
+        suppressed = int(counts[small].sum())
+        count = _Count(suppressed, counts, distinct, small, dense, base)
+        self._remember_units(node, base, radix, units, unit_counts)
+        return count
 
-    def _remember_classes(
-        self, index: int, members: IntArray, units: IntArray, counts: IntArray
+    def _extra(self, node: tuple[int, ...], count: _Count) -> float:
+        """Return the loss suppression adds: 1 per QI where a suppressed row had its cell's."""
+        in_small = count.small[count.dense]
+        weights = count.base.weights[in_small]
+        members = count.base.members[in_small]
+        gained = sum(
+            float(((1.0 - qi.cell_loss[level][codes[level][members]]) * weights).sum())
+            for qi, level, codes in zip(self.qis, node, self.finest.codes, strict=True)
+        )
+        return gained / (self.rows * len(self.qis))
+
+    def _base_for(self, node: tuple[int, ...]) -> _Classes:
+        """Return the cached specialization of `node` with the fewest units."""
+        if self._cached_keys:
+            below = (self._cached_nodes <= np.asarray(node, dtype=np.int16)).all(axis=1)
+            position = int(np.argmin(np.where(below, self._cached_units, self.rows + 1)))
+            if below[position]:
+                return self._cached[self._cached_keys[position]]
+        return self.finest.classes
+
+    def _remember_units(
+        self,
+        node: tuple[int, ...],
+        base: _Classes,
+        key: IntArray | None,
+        units: IntArray,
+        counts: FloatArray,
     ) -> None:
         """Cache one member and the row count of each unit (class or pair) of a node."""
-        present = counts > 0
-        cached = int(present.sum())
+        index = self._index(node)
+        if index in self._cached:
+            return
+        present = np.flatnonzero(counts)
+        cached = len(present)
         # Only a real compression pays for its memory, and the cache has a fixed budget.
         if cached * 2 > len(units) or cached > self._cache_room:
             return
-        member_of_slot = np.empty(len(counts), dtype=np.int64)
-        member_of_slot[units] = members
-        self._cached[index] = _Classes(member_of_slot[present], counts[present].astype(np.float64))
-        self._unit_counts[index] = cached
+        position = np.empty(len(counts), dtype=np.int64)
+        position[units] = np.arange(len(units), dtype=np.int64)
+        position = position[present]
+        members, weights = base.members[position], counts[present]
+        own_space = math.prod(
+            qi.cardinality[level] for qi, level in zip(self.qis, node, strict=True)
+        )
+        if key is not None and (
+            base.space <= _DENSE_KEY_FACTOR * cached or own_space > _DENSE_KEY_FACTOR * cached
+        ):
+            classes = _Classes(members, weights, node, key[position], base.strides, base.space)
+        else:
+            # The inherited key is sparse and the node's own radix is not: re-keyed, a
+            # roll-up from here counts with a plain bincount instead of hashing keys.
+            classes = self._keyed(members, weights, node)
+        self._cached[index] = classes
+        self._cached_keys.append(index)
+        self._cached_nodes = np.vstack([self._cached_nodes, np.asarray([node], dtype=np.int16)])
+        self._cached_units = np.append(self._cached_units, cached)
         self._cache_room -= cached
 
-    def _record(self, node: tuple[int, ...], evaluation: _Evaluation) -> None:
-        if evaluation.suppressed > self.budget:
+    def _record(self, node: tuple[int, ...], suppressed: int) -> None:
+        if suppressed > self.budget:
             # Generalizing merges classes, so suppression only shrinks going up:
             # every specialization of a failing node fails too.
-            self.failing |= self._specializations(node)
+            self._below(self.failing, node)[...] = True
             return
-        above = self._generalizations(node)
-        self.passing |= above
-        if evaluation.suppressed == 0:
+        self._above(self.passing, node)[...] = True
+        if suppressed == 0:
             # ...and a node with nothing suppressed has nothing suppressed above it,
             # so there the loss is exactly the bound, no data pass needed.
-            self.unsuppressed |= above
-        self._offer(node, evaluation.loss)
+            self._above(self.unsuppressed, node)[...] = True
+
+    def _raise_floor(self, node: tuple[int, ...], extra: float) -> None:
+        """Record that every specialization of `node` adds at least `extra` by suppression.
+
+        Going down, the suppressed rows only grow (a superset) and each keeps no more of
+        its cells than above, so the loss suppression adds never shrinks.
+        """
+        if extra > 0:
+            view = self._below(self.extra, node)
+            np.maximum(view, extra, out=view)
 
     def _offer(self, node: tuple[int, ...], loss: float) -> None:
         candidate = (loss, sum(node), node)
@@ -879,7 +1019,10 @@ class _Search:
             self.best = candidate
 
     def _acceptable(self, node: tuple[int, ...], *, need_loss: bool) -> bool:
-        """Return whether the node is acceptable, from what is known where possible."""
+        """Return whether the node is acceptable, from what is known where possible.
+
+        With `need_loss` an acceptable node's exact loss is offered as a candidate.
+        """
         index = self._index(node)
         if self.failing[index]:
             return False
@@ -888,26 +1031,32 @@ class _Search:
             return True
         if self.passing[index] and not need_loss:
             return True
-        return self.evaluate(node).suppressed <= self.budget
+        return self.evaluate(node, exact=need_loss).suppressed <= self.budget
 
-    def _climb(self, node: tuple[int, ...]) -> None:
-        """Raise a failing node one level at a time while that proves more nodes failing.
+    def _climb(self, node: tuple[int, ...], *, evaluated: bool) -> bool:
+        """Raise a node one level at a time while that proves more nodes failing.
 
         Each step tries the one-level generalizations in order of how many still-open
-        nodes (unknown, bound within the best loss) they would add to the failing set,
-        and stops when no failing step adds any: climbing further costs data passes
-        and proves nothing the search still needs.
+        nodes (unknown, could still win) they would add to the failing set, and stops
+        when no failing step adds any: climbing further costs data passes and proves
+        nothing the search still needs. A node not yet `evaluated` is climbed from
+        before it is counted: a failing generalization proves it failing too, and the
+        nodes low in the lattice, which hold the most classes, are rarely counted.
+
+        Returns:
+            Whether the climb proved `node` failing.
         """
         current = node
-        limit = np.inf if self.best is None else self.best[0] + _TOLERANCE
-        open_nodes = ~self.failing & ~self.passing & (self.bound <= limit)
-        covered = int((self._specializations(current) & open_nodes).sum())
+        open_nodes = ~self.failing & ~self.passing
+        if self.best is not None:
+            open_nodes &= self.bound + self.extra <= self.best[0] + _TOLERANCE
+        covered = int(self._below(open_nodes, current).sum())
         while True:
             steps = []
             for j in range(len(current)):
                 if current[j] + 1 < self.heights[j]:
                     step = (*current[:j], current[j] + 1, *current[j + 1 :])
-                    gain = int((self._specializations(step) & open_nodes).sum()) - covered
+                    gain = int(self._below(open_nodes, step).sum()) - covered
                     if gain > 0:
                         steps.append((-gain, j, step))
             for negative_gain, _, step in sorted(steps):
@@ -915,7 +1064,28 @@ class _Search:
                     current, covered = step, covered - negative_gain
                     break
             else:
-                return
+                return evaluated or current != node
+
+
+@dataclass(frozen=True)
+class _Units:
+    """The finest units, counted once: per QI and level the code of each, their rows."""
+
+    codes: list[list[npt.NDArray[np.int32]]]  # per QI, per level: code of each unit
+    sensitive: IntArray | None  # per unit: its sensitive value's code
+    classes: _Classes  # member = the unit itself, weight = its rows
+
+
+@dataclass(frozen=True)
+class _Count:
+    """One node's classes, counted: what `evaluate` and the suppression loss read."""
+
+    suppressed: int
+    counts: FloatArray  # rows per class slot (0 for an empty slot)
+    distinct: IntArray | None  # sensitive values per class slot, with a sensitive column
+    small: npt.NDArray[np.bool_]  # per class slot: suppressed
+    dense: IntArray  # per base member: its class slot
+    base: _Classes  # the units counted
 
 
 def _better(
