@@ -25,6 +25,7 @@ $(STAMP): pyproject.toml infra/flower/requirements.txt
 	$(FLOWER_VENV)/bin/python -m pip install --quiet torch==2.13.0
 	$(FLOWER_VENV)/bin/python -m pip install --quiet -r infra/flower/requirements.txt
 	$(FLOWER_VENV)/bin/python -m pip install --quiet --no-deps -e .
+	$(BIN)/privgate prepare
 	touch $(STAMP)
 
 install: $(STAMP) ## create or refresh the virtualenvs (.venv, and .venv-flower for Flower)

@@ -89,6 +89,8 @@ _SPACED_EMAIL = re.compile(
     r"[a-z0-9][a-z0-9._%+-]*\s*@\s*[a-z0-9-]+(?:\s?\.\s?[a-z0-9-]+)*\s?\.\s?[a-z]{2,}"
     r"|[a-z0-9]*[._\d-][a-z0-9._%+-]*\s+at\s+[a-z0-9-]+(?:\.[a-z0-9-]+)*\.[a-z]{2,}\b"
 )
+# The tail of _SPACED_EMAIL's word-`at` branch: a necessary condition, quick to test.
+_AT_DOTTED_DOMAIN = re.compile(r"\sat\s+[a-z0-9-]+(?:\.[a-z0-9-]+)*\.[a-z]{2}")
 _IBAN = re.compile(r"(?<![^\W_])[a-z]{2}\d{2}(?: ?[a-z0-9]{4}){2,7}(?: ?[a-z0-9]{1,4})?(?![^\W_])")
 _IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])")
 # Separators of a phone as people write one; the open-ended phone rule needs these.
@@ -243,11 +245,15 @@ class IdentifierIndex:
         """Index the named columns of `frame` (those it has)."""
         return cls({name: frame[name] for name in columns if name in frame.columns})
 
-    def sources_in(self, folded: str) -> set[str]:
-        """Return the identifier columns one of whose values `folded` holds."""
+    def sources_in(self, folded: str, *, free_text: bool = False) -> set[str]:
+        """Return the identifier columns one of whose values `folded` holds.
+
+        With `free_text` (a column that holds long cells) every cell is searched with the
+        automaton: a sentence of a few dozen words costs hundreds of lookups otherwise.
+        """
         if not self.keys:
             return set()
-        if len(folded) > _LONG_CELL:
+        if free_text or len(folded) > _LONG_CELL:
             return self._scan(folded)
         found: set[str] = set()
         if self._text:
@@ -348,9 +354,8 @@ def shapes_in(folded: str) -> set[str]:
         entity = digit_shape(run.group())
         if entity:
             found.add(entity)
-    spelled = " at " in folded or "at)" in folded or "at]" in folded or "at}" in folded
     if ("@" in folded and (_EMAIL.search(folded) or _SPACED_EMAIL.search(folded))) or (
-        spelled and (_SPELLED_EMAIL.search(folded) or _SPACED_EMAIL.search(folded))
+        _spelled_email(folded)
     ):
         found.add("EMAIL_ADDRESS")
     for match in _IBAN.finditer(folded):
@@ -362,6 +367,21 @@ def shapes_in(folded: str) -> set[str]:
             found.add("IP_ADDRESS")
             break
     return found
+
+
+def _spelled_email(folded: str) -> bool:
+    """Whether `folded` holds an address written with the word `at` (no `@` needed).
+
+    The two expressions scan every position of a note; cheap necessary conditions go
+    first (the word `at`; a spelled `dot` or a bracket; a dotted domain after `at`).
+    """
+    if not (" at " in folded or "at)" in folded or "at]" in folded or "at}" in folded):
+        return False
+    spelled_dot_or_bracket = "dot" in folded or any(c in folded for c in "([{")
+    if spelled_dot_or_bracket and _SPELLED_EMAIL.search(folded):
+        return True
+    # The word-`at` branch of _SPACED_EMAIL ends with exactly this.
+    return bool(_AT_DOTTED_DOMAIN.search(folded)) and bool(_SPACED_EMAIL.search(folded))
 
 
 def digit_shape(run: str) -> str | None:
@@ -474,9 +494,10 @@ def verify_residuals(
         values = distinct.index.tolist()
         counts = distinct.to_numpy()
         look_for_shapes = textual and name not in skipped
+        free_text = textual and any(len(value) > _LONG_CELL for value in values)
         for value, count in zip(values, counts, strict=True):
             folded = fold(_PLACEHOLDER.sub(" ", value)) if textual else value
-            for source in index.sources_in(folded):
+            for source in index.sources_in(folded, free_text=free_text):
                 key = f"{source} -> {name}"
                 leaks[key] = leaks.get(key, 0) + int(count)
             if look_for_shapes:

@@ -409,6 +409,19 @@ class PiiEngine:
                 )
         return self._executor
 
+    def start_workers(self, texts: Sequence[str]) -> None:
+        """Start the worker processes now, without waiting for them (one process: no-op).
+
+        Each worker analyzes `texts` (which must hold no data: they reach its cache), so
+        that it has loaded its model by the time a real batch arrives.
+        """
+        if self.processes <= 1:
+            return
+        with self._pool_lock:
+            pool = self._pool()
+            for _ in range(self.processes):
+                pool.submit(_analyze_chunk, list(texts), frozenset(self.supported_entities), ())
+
     def close(self) -> None:
         """Stop the worker processes, if any (they also stop when this process exits)."""
         with self._pool_lock:

@@ -117,6 +117,18 @@ def test_when_the_default_config_runs_then_the_model_is_promoted(runs: dict) -> 
     assert summary["delta"] == 1e-5
     for key in ("model_name", "accuracy", "mia_auc", "duration_s"):
         assert summary[key] is not None
+    # Where the time went: the CLI's phases, then every task read back from Prefect.
+    timings = summary["timings"]
+    phases = [phase["phase"] for phase in timings["phases"]]
+    assert phases[-1] == "flow run"
+    assert "waiting for Prefect's temporary server" in phases
+    tasks = [task["task"] for task in timings["tasks"]]
+    assert tasks[:4] == ["ingest", "validate", "preflight", "scan-pii"]
+    assert {"anonymize", "train-dp-model", "train-reference-models", "register-model"} <= set(tasks)
+    assert tasks.count("evaluate-gates") == 2  # the data gates, then every gate
+    flow = timings["phases"][-1]["seconds"]
+    assert 0 < max(task["seconds"] for task in timings["tasks"]) <= flow
+    assert sum(phase["seconds"] for phase in timings["phases"]) <= timings["total_s"]
 
 
 def test_when_dp_is_disabled_then_the_budget_gate_blocks_and_champion_stays(runs: dict) -> None:

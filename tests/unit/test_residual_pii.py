@@ -260,21 +260,26 @@ def test_when_an_index_is_pickled_then_no_key_travels_and_the_copy_refuses_to_ve
         verify_residuals(pd.DataFrame({"note": ["call 617-555-0100"]}), index=copy)
 
 
-@pytest.mark.parametrize("padding", [0, 400], ids=["short cell: lookups", "long cell: automaton"])
-def test_when_cells_are_short_or_long_then_both_searches_find_the_same_keys(padding: int) -> None:
+@pytest.mark.parametrize(
+    ("padding", "beside_a_long_cell"),
+    [(0, False), (400, False), (0, True)],
+    ids=["short cells: lookups", "long cells: automaton", "short cells of a free-text column"],
+)
+def test_when_cells_are_short_or_long_then_both_searches_find_the_same_keys(
+    padding: int, beside_a_long_cell: bool
+) -> None:
     index = IdentifierIndex(
         {"full_name": pd.Series(["Ana Díaz"]), "phone": pd.Series(["(232) 213-1582"])}
     )
     filler = "routine follow-up, nothing to note. " * (padding // 36)
-    out = pd.DataFrame(
-        {
-            "note": [
-                filler + "spoke with _ANA  DÍAZ_ today",
-                filler + "number +1 232 213 1582 on file",
-                filler + "anadíaz and 2322131583 are not hers",
-            ]
-        }
-    )
+    notes = [
+        filler + "spoke with _ANA  DÍAZ_ today",
+        filler + "number +1 232 213 1582 on file",
+        filler + "anadíaz and 2322131583 are not hers",
+    ]
+    # A long cell makes the column free text: its short cells go through the automaton.
+    long_cell = ["routine follow-up, nothing to note. " * 12] if beside_a_long_cell else []
+    out = pd.DataFrame({"note": notes + long_cell})
 
     report = verify_residuals(out, index=index)
 
