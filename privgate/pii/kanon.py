@@ -33,8 +33,12 @@ precomputed term per QI that never exceeds the real loss) and the visit stops on
 bound passes the best loss found. Monotonicity spares most data passes: generalizing
 only merges classes, so the suppressed-row count never grows going up. A failing node
 therefore fails with all its specializations, and after one fails the search climbs
-from it while that proves more still-open nodes failing. A node with nothing suppressed
-has nothing suppressed in any generalization, whose loss is then exactly its bound.
+from it while that proves more still-open nodes failing (a node still unknown is
+climbed from before it is counted: a failing generalization proves it failing too). A
+node with nothing suppressed has nothing suppressed in any generalization, whose loss is
+then exactly its bound. Going down, the suppressed rows only grow and each keeps no more
+of its cells, so the loss suppression adds at a node is a floor for every specialization:
+a node whose bound plus that floor passes the best loss is skipped without a count.
 
 Monotonicity survives l-diversity. A class of a generalization is the union of classes
 of any of its specializations, so its row count is the sum of theirs and its set of
@@ -43,12 +47,15 @@ sensitive values the union of theirs: neither shrinks. A row kept at a specializ
 generalization, so the suppressed rows going up are a subset of those below, and the
 failing, passing and nothing-suppressed propagation above stays exact.
 
-A data pass combines integer codes, precomputed once per (QI, level), into one int64
-key and counts keys with `np.bincount`. It starts from the cached classes of an
-already-evaluated specialization when one compresses the table (one member row and a
-row count per class), so passes high in the lattice touch hundreds of rows, not all.
-With a sensitive column the cached units are (class, sensitive value) pairs instead,
-one member row and a row count per pair: one member per class would forget which
+A count never reads rows. The finest units (the classes with every QI raw, or with a
+sensitive column the (class, sensitive value) pairs) are counted once, with their row
+counts and their codes at every level. A node is counted from the cached units of an
+already-counted specialization when one compresses them (one member and a row count per
+unit), so counts high in the lattice touch hundreds of units. Each cached set keeps a
+mixed-radix int64 key of its members; raising a QI swaps that QI's digit for its coarser
+code, so a node a few levels up is keyed with a term per raised QI, and classes are
+counted with `np.bincount` (keys are renumbered first only when their space is sparse).
+With a sensitive column the units stay pairs: one member per class would forget which
 values its other rows held, and a generalization could not count its distinct values.
 """
 
@@ -650,7 +657,7 @@ class _QiCodes:
 class _Evaluation:
     suppressed: int
     k_achieved: int
-    loss: float  # exact when acceptable, else the lower bound
+    loss: float  # exact when acceptable and it could win, else its lower bound (the bound)
     l_achieved: int  # measured with a sensitive column, else 1 when any row is kept
 
 
