@@ -307,8 +307,12 @@ def test_when_tenseal_parses_a_tensor_without_its_ciphertexts_then_it_crashes(
         [sys.executable, str(script)], cwd=ROOT, capture_output=True, text=True, timeout=300
     )
     assert done.stdout.split() == [status]
-    # SIGSEGV, or an allocation of whatever size it read past the payload's end.
-    assert done.returncode == -11 or "bad_alloc" in done.stderr, done.stderr[-500:]
+    # What TenSEAL does depends on the bytes it reads past the payload's end: a SIGSEGV,
+    # or a size or allocation built from them. Seen over repeated runs: all four below.
+    symptoms = ("bad_alloc", "invalid allocation size", "unsigned overflow")
+    assert done.returncode == -11 or (
+        done.returncode == 1 and any(symptom in done.stderr for symptom in symptoms)
+    ), done.stderr[-500:]
 
 
 def test_when_payloads_are_mutated_at_random_then_tenseal_never_crashes(tmp_path: Path) -> None:
